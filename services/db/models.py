@@ -1,0 +1,131 @@
+"""Tables of the gateway. Alembic migrations are the only way these reach a database."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class InstanceStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    PROVISIONING = "PROVISIONING"
+    CONFIGURING = "CONFIGURING"
+    ACTIVE = "ACTIVE"
+    FAILED = "FAILED"
+    DELETING = "DELETING"
+    DELETED = "DELETED"
+
+
+FINAL_STATUSES = frozenset({InstanceStatus.ACTIVE, InstanceStatus.FAILED, InstanceStatus.DELETED})
+LIVE_STATUSES = frozenset(InstanceStatus) - {InstanceStatus.DELETED}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+status_type = Enum(
+    InstanceStatus,
+    name="instance_status",
+    native_enum=False,
+    create_constraint=True,
+    length=16,
+    validate_strings=True,
+)
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(63))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    org_id: Mapped[str] = mapped_column(String(64))
+    owner_sub: Mapped[str] = mapped_column(String(255))
+    owner_name: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    flavor: Mapped[str] = mapped_column(String(64))
+    image: Mapped[str] = mapped_column(String(64))
+    cpu: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    disk_gib: Mapped[int] = mapped_column(Integer)
+    ssh_public_key: Mapped[str | None] = mapped_column(Text, default=None)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), default=None)
+    status: Mapped[InstanceStatus] = mapped_column(status_type, default=InstanceStatus.PENDING)
+    status_reason: Mapped[str | None] = mapped_column(String(128), default=None)
+    status_message: Mapped[str | None] = mapped_column(Text, default=None)
+    ip_address: Mapped[str | None] = mapped_column(String(64), default=None)
+    hostname: Mapped[str | None] = mapped_column(String(255), default=None)
+    node: Mapped[str | None] = mapped_column(String(255), default=None)
+    terraform_name: Mapped[str | None] = mapped_column(String(253), default=None)
+    terraform_namespace: Mapped[str | None] = mapped_column(String(63), default=None)
+    semaphore_task_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    active_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __table_args__ = (
+        # Newest-first pagination walks this index; the id breaks ties between equal timestamps.
+        Index("ix_instances_created_at_id", "created_at", "id"),
+        Index("ix_instances_org_id_created_at", "org_id", "created_at"),
+        Index("ix_instances_owner_sub_created_at", "owner_sub", "created_at"),
+        # A name is unique per org among live instances; deleted ones free their name.
+        Index(
+            "uq_instances_org_id_name_live",
+            "org_id",
+            "name",
+            unique=True,
+            sqlite_where=text("status != 'DELETED'"),
+            postgresql_where=text("status != 'DELETED'"),
+        ),
+        Index("uq_instances_owner_sub_idempotency_key", "owner_sub", "idempotency_key", unique=True),
+    )
+
+
+class InstanceEvent(Base):
+    __tablename__ = "instance_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    instance_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("instances.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    from_status: Mapped[InstanceStatus | None] = mapped_column(
+        Enum(InstanceStatus, name="instance_event_from", native_enum=False, length=16), default=None
+    )
+    to_status: Mapped[InstanceStatus] = mapped_column(
+        Enum(InstanceStatus, name="instance_event_to", native_enum=False, length=16)
+    )
+    reason: Mapped[str | None] = mapped_column(String(128), default=None)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    actor: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_instance_events_instance_id_at", "instance_id", "at", "id"),)
