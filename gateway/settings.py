@@ -9,39 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.catalog import DEFAULT_FLAVORS, DEFAULT_IMAGES, Flavor, Image
+
 DEV_DIR = Path(".opencsp")
-
-
-class Flavor(BaseModel):
-    name: str
-    cpu: int = Field(gt=0)
-    memory_mib: int = Field(gt=0)
-    disk_gib: int = Field(gt=0)
-
-
-class Image(BaseModel):
-    name: str
-    description: str = ""
-    # The OpenTofu module (path inside the source) and Proxmox template that build this image.
-    module_path: str = "./deploy/modules/proxmox-vm"
-    template: str = ""
-
-
-DEFAULT_FLAVORS = [
-    Flavor(name="small", cpu=1, memory_mib=2048, disk_gib=20),
-    Flavor(name="medium", cpu=2, memory_mib=4096, disk_gib=40),
-    Flavor(name="large", cpu=4, memory_mib=8192, disk_gib=80),
-    Flavor(name="xlarge", cpu=8, memory_mib=16384, disk_gib=160),
-]
-
-DEFAULT_IMAGES = [
-    Image(name="debian-12", description="Debian 12 (bookworm)", template="debian-12-cloudinit"),
-    Image(name="ubuntu-24.04", description="Ubuntu 24.04 LTS (noble)", template="ubuntu-2404-cloudinit"),
-    Image(name="rocky-9", description="Rocky Linux 9", template="rocky-9-cloudinit"),
-]
 
 
 class Settings(BaseSettings):

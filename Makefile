@@ -1,0 +1,37 @@
+# `make dev` runs the gateway on the embedded default; `make test` runs every suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: dev test lint typecheck check schema bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/opencsp-gateway dev
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+schema: $(STAMP)
+	$(BIN)/opencsp-gateway schema > schema/schema.graphql
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/query_list.py
+
+clean:
+	rm -rf $(VENV) .opencsp .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,253 @@
+"""GraphQL over HTTP (the GraphQL-over-HTTP spec): GET for queries, POST for everything, no batching.
+
+We answer HTTP ourselves instead of through Strawberry's view so that status codes and media types follow
+the spec exactly (`application/graphql-response+json` gets 4xx for request errors) and so the hot path
+stays short: one orjson parse, one execute, one orjson dump.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import strawberry
+from graphql import GraphQLError
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from strawberry.exceptions import MissingQueryError
+from strawberry.http.ides import get_graphql_ide_html
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
+from strawberry.types.graphql import OperationType
+
+logger = logging.getLogger(__name__)
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+ContextFactory = Callable[[Request], Awaitable[Any]]
+
+
+class RequestError(Exception):
+    """The request is not a well-formed GraphQL request; no GraphQL work was done."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+@dataclass(frozen=True, slots=True)
+class GraphQLRequest:
+    query: str
+    variables: dict[str, Any] | None
+    operation_name: str | None
+    extensions: dict[str, Any] | None
+
+
+def negotiate(accept: str | None) -> str | None:
+    """The response media type for an Accept header, or None when we can serve none it allows."""
+    if not accept:
+        return JSON
+    best: tuple[float, int, str] | None = None
+    for position, item in enumerate(accept.split(",")):
+        media, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        media = media.lower()
+        if media in (GRAPHQL_RESPONSE, "application/*", "*/*"):
+            served = GRAPHQL_RESPONSE
+        elif media == JSON:
+            served = JSON
+        else:
+            continue
+        if quality <= 0:
+            continue
+        candidate = (quality, -position, served)
+        if best is None or candidate > best:
+            best = candidate
+    return best[2] if best else None
+
+
+def _json_parameter(value: str | None, name: str) -> dict[str, Any] | None:
+    if value is None or value == "":
+        return None
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise RequestError(400, f"The {name} parameter is not valid JSON.") from None
+    if parsed is not None and not isinstance(parsed, dict):
+        raise RequestError(400, f"The {name} parameter must be a JSON object.")
+    return parsed
+
+
+def _from_mapping(data: Mapping[str, Any]) -> GraphQLRequest:
+    query = data.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise RequestError(400, "The query parameter must be a non-empty string.")
+    variables = data.get("variables")
+    if variables is not None and not isinstance(variables, dict):
+        raise RequestError(400, "The variables parameter must be a JSON object.")
+    operation_name = data.get("operationName")
+    if operation_name is not None and not isinstance(operation_name, str):
+        raise RequestError(400, "The operationName parameter must be a string.")
+    extensions = data.get("extensions")
+    if extensions is not None and not isinstance(extensions, dict):
+        raise RequestError(400, "The extensions parameter must be a JSON object.")
+    return GraphQLRequest(query, variables, operation_name, extensions)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise RequestError(413, f"The request body is larger than {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"The request body is larger than {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def parse_request(request: Request, body_limit: int) -> GraphQLRequest:
+    if request.method == "GET":
+        params = request.query_params
+        if "query" not in params:
+            raise RequestError(400, "The query parameter is missing.")
+        return _from_mapping(
+            {
+                "query": params.get("query"),
+                "variables": _json_parameter(params.get("variables"), "variables"),
+                "operationName": params.get("operationName") or None,
+                "extensions": _json_parameter(params.get("extensions"), "extensions"),
+            }
+        )
+    content_type = request.headers.get("content-type", "")
+    media, _, charset = content_type.partition(";")
+    if media.strip().lower() != JSON:
+        raise RequestError(415, "Send the request as application/json.")
+    charset = charset.strip().lower()
+    if charset and charset.replace(" ", "") not in ("charset=utf-8", 'charset="utf-8"'):
+        raise RequestError(415, "Only utf-8 encoded requests are accepted.")
+    body = await read_body(request, body_limit)
+    if not body:
+        raise RequestError(400, "The request body is empty.")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RequestError(400, "The request body is not valid JSON.") from None
+    if isinstance(data, list):
+        raise RequestError(400, "Batched requests are not supported; send one operation per request.")
+    if not isinstance(data, dict):
+        raise RequestError(400, "The request body must be a JSON object.")
+    return _from_mapping(data)
+
+
+def _is_request_error(result: ExecutionResult) -> bool:
+    """Parse, validation and variable errors: nothing executed, so the response has no `data`."""
+    if isinstance(result, PreExecutionError):
+        return True
+    return result.data is None and bool(result.errors) and all(e.path is None for e in result.errors or ())
+
+
+def _error_body(message: str, code: str = "BAD_REQUEST") -> bytes:
+    return orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
+
+
+class GraphQLHTTP:
+    """The `/graphql` HTTP endpoint."""
+
+    def __init__(
+        self,
+        schema: strawberry.Schema,
+        context_factory: ContextFactory,
+        *,
+        body_limit: int,
+        graphiql: bool,
+    ) -> None:
+        self.schema = schema
+        self.context_factory = context_factory
+        self.body_limit = body_limit
+        self.graphiql_html = get_graphql_ide_html(graphql_ide="graphiql") if graphiql else None
+
+    async def handle(self, request: Request) -> Response:
+        if request.method not in ("GET", "POST"):
+            return Response(_error_body("Use GET for queries or POST."), 405, {"Allow": "GET, POST"}, JSON)
+        if self._wants_graphiql(request):
+            assert self.graphiql_html is not None
+            return HTMLResponse(self.graphiql_html)
+        media_type = negotiate(request.headers.get("accept"))
+        if media_type is None:
+            return Response(
+                _error_body(f"Accept {GRAPHQL_RESPONSE} or {JSON}.", "NOT_ACCEPTABLE"), 406, media_type=JSON
+            )
+        try:
+            graphql_request = await parse_request(request, self.body_limit)
+            context = await self.context_factory(request)
+            result = await self._execute(request.method, graphql_request, context)
+        except RequestError as error:
+            return Response(
+                _error_body(error.message),
+                error.status,
+                error.headers,
+                media_type=f"{media_type}; charset=utf-8",
+            )
+        return self._respond(result, media_type)
+
+    def _wants_graphiql(self, request: Request) -> bool:
+        if self.graphiql_html is None or request.method != "GET" or "query" in request.query_params:
+            return False
+        return "text/html" in request.headers.get("accept", "")
+
+    async def _execute(self, method: str, request: GraphQLRequest, context: Any) -> ExecutionResult:
+        allowed = {OperationType.QUERY} if method == "GET" else {OperationType.QUERY, OperationType.MUTATION}
+        try:
+            return await self.schema.execute(
+                request.query,
+                variable_values=request.variables,
+                context_value=context,
+                operation_name=request.operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=request.extensions,
+            )
+        except InvalidOperationTypeError as error:
+            if method == "GET" and error.operation_type == OperationType.MUTATION:
+                raise RequestError(405, "Mutations are only accepted over POST.", {"Allow": "POST"}) from None
+            raise RequestError(
+                400, f"{error.operation_type.value} operations are not served over HTTP."
+            ) from None
+        except CannotGetOperationTypeError:
+            raise RequestError(400, "Name the operation to run with operationName.") from None
+        except MissingQueryError:
+            raise RequestError(400, "The query parameter must be a non-empty string.") from None
+
+    def _respond(self, result: ExecutionResult, media_type: str) -> Response:
+        body: dict[str, Any]
+        status = 200
+        if _is_request_error(result):
+            body = {"errors": [_format(error) for error in result.errors or ()]}
+            if media_type == GRAPHQL_RESPONSE:
+                status = 400
+        else:
+            body = {"data": result.data}
+            if result.errors:
+                body["errors"] = [_format(error) for error in result.errors]
+        if result.extensions:
+            body["extensions"] = result.extensions
+        return Response(orjson.dumps(body), status, media_type=f"{media_type}; charset=utf-8")
+
+
+def _format(error: GraphQLError) -> dict[str, Any]:
+    return error.formatted  # type: ignore[return-value]

@@ -1,0 +1,84 @@
+"""Reading instances."""
+
+from __future__ import annotations
+
+import uuid
+
+import strawberry
+
+from schema.context import EVENTS_PER_INSTANCE, Context
+from schema.errors import BadUserInput
+from schema.types import (
+    Instance,
+    InstanceConnection,
+    InstanceEdge,
+    InstanceEvent,
+    InstanceFilter,
+    PageInfo,
+)
+from services.instances.cursor import InvalidCursor
+from services.instances.reading import InstanceFilter as ServiceFilter
+
+
+def parse_id(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+async def resolve_instance(info: strawberry.Info[Context, None], id: strawberry.ID) -> Instance | None:
+    instance_id = parse_id(id)
+    if instance_id is None:
+        return None
+    record = await info.context.loaders.instance.load(instance_id)
+    return Instance.from_record(record) if record else None
+
+
+async def resolve_instances(
+    info: strawberry.Info[Context, None],
+    filter: InstanceFilter | None,
+    first: int | None,
+    after: str | None,
+) -> InstanceConnection:
+    limits = info.context.services.page_limits
+    if first is not None and first < 0:
+        raise BadUserInput("first must not be negative")
+    size = min(limits.default if first is None else first, limits.maximum)
+    wanted = filter or InstanceFilter()
+    service_filter = ServiceFilter(
+        statuses=frozenset(wanted.status or ()),
+        name_contains=wanted.name_contains or None,
+        include_deleted=wanted.include_deleted,
+    )
+    try:
+        page = await info.context.services.instances.page(
+            info.context.visibility, service_filter, first=size, after=after
+        )
+    except InvalidCursor as exc:
+        raise BadUserInput(str(exc)) from None
+    edges = [
+        InstanceEdge(cursor=cursor, node=Instance.from_record(item))
+        for item, cursor in zip(page.items, page.cursors, strict=True)
+    ]
+    return InstanceConnection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=page.has_next_page,
+            has_previous_page=page.has_previous_page,
+            start_cursor=page.cursors[0] if page.cursors else None,
+            end_cursor=page.cursors[-1] if page.cursors else None,
+        ),
+    )
+
+
+async def resolve_events(
+    info: strawberry.Info[Context, None], id: strawberry.ID, last: int
+) -> list[InstanceEvent]:
+    if not 0 <= last <= EVENTS_PER_INSTANCE:
+        raise BadUserInput(f"last must be between 0 and {EVENTS_PER_INSTANCE}")
+    instance_id = parse_id(id)
+    if instance_id is None:
+        return []
+    events = await info.context.loaders.events.load(instance_id)
+    return [InstanceEvent.from_record(event) for event in events[len(events) - last :]] if last else []

@@ -1,0 +1,47 @@
+"""What every resolver receives: the caller, the services, and per-request DataLoaders."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from strawberry.dataloader import DataLoader
+
+from services.container import Services
+from services.instances.records import InstanceEventRecord, InstanceRecord
+from services.instances.visibility import Visibility
+
+EVENTS_PER_INSTANCE = 50
+
+
+@dataclass(slots=True)
+class Loaders:
+    """Batch per-row lookups of one request into one query each; never shared across requests."""
+
+    instance: DataLoader[uuid.UUID, InstanceRecord | None]
+    events: DataLoader[uuid.UUID, list[InstanceEventRecord]]
+
+    @classmethod
+    def create(cls, services: Services, visibility: Visibility) -> Loaders:
+        async def load_instances(ids: list[uuid.UUID]) -> list[InstanceRecord | None]:
+            return await services.instances.by_ids(ids, visibility)
+
+        async def load_events(ids: list[uuid.UUID]) -> list[list[InstanceEventRecord]]:
+            found = await services.instances.events(ids, last=EVENTS_PER_INSTANCE)
+            return [found[i] for i in ids]
+
+        return cls(instance=DataLoader(load_instances), events=DataLoader(load_events))
+
+
+@dataclass(slots=True)
+class Context:
+    services: Services
+    visibility: Visibility
+    loaders: Loaders
+    # Set by the websocket protocols from `connection_init`.
+    connection_params: dict[str, Any] | None = field(default=None)
+
+    @classmethod
+    def create(cls, services: Services, visibility: Visibility) -> Context:
+        return cls(services=services, visibility=visibility, loaders=Loaders.create(services, visibility))

@@ -1,0 +1,67 @@
+"""Limits that keep one document from costing the whole process, on HTTP and websockets alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from graphql import GraphQLError
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+from strawberry.extensions.query_depth_limiter import IgnoreContext
+
+from schema.errors import is_public
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentLimits:
+    max_query_bytes: int = 65_536
+    max_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 4_000
+
+
+class MaxDocumentSize(SchemaExtension):
+    """Refuse a document longer than the limit before the parser reads it."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    def on_parse(self) -> Iterator[None]:
+        query = self.execution_context.query or ""
+        # Each character is at most 4 bytes: only measure when the cheap bound is inconclusive.
+        if len(query) * 4 > self.max_bytes and len(query.encode()) > self.max_bytes:
+            raise GraphQLError(
+                f"The document is larger than {self.max_bytes} bytes.",
+                extensions={"code": "DOCUMENT_TOO_LARGE"},
+            )
+        yield
+
+
+def _is_introspection(context: IgnoreContext) -> bool:
+    # Introspection nests `ofType` deeply by design; the token limit bounds it instead.
+    return context.field_name.startswith("__")
+
+
+def _mask(error: GraphQLError) -> bool:
+    return not is_public(error)
+
+
+def extensions(limits: DocumentLimits) -> list[Callable[[], SchemaExtension]]:
+    """Factories: Strawberry builds fresh extensions per operation; the parse/validation caches are shared."""
+    return [
+        lambda: MaxDocumentSize(limits.max_query_bytes),
+        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+        lambda: ParserCache(maxsize=256),
+        lambda: QueryDepthLimiter(max_depth=limits.max_depth, should_ignore=_is_introspection),
+        lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
+        lambda: ValidationCache(maxsize=256),
+        lambda: MaskErrors(should_mask_error=_mask, error_message="Internal server error."),
+    ]

@@ -1,0 +1,21 @@
+"""The services one process runs, built once by the composition root and handed to every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.catalog import Catalog
+from services.instances.reading import InstanceReader
+
+
+@dataclass(frozen=True, slots=True)
+class PageLimits:
+    default: int
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    catalog: Catalog
+    instances: InstanceReader
+    page_limits: PageLimits

@@ -1,0 +1,111 @@
+"""Reading instances and their history, always through the caller's Visibility."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.db.models import Instance, InstanceEvent, InstanceStatus
+from services.instances.cursor import decode_cursor, encode_cursor
+from services.instances.records import InstanceEventRecord, InstanceRecord
+from services.instances.visibility import Visibility
+
+INSTANCE_COLUMNS = [getattr(Instance, name) for name in InstanceRecord.__slots__]
+EVENT_COLUMNS = [getattr(InstanceEvent, name) for name in InstanceEventRecord.__slots__]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceFilter:
+    statuses: frozenset[InstanceStatus] = frozenset()
+    name_contains: str | None = None
+    include_deleted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: Sequence[InstanceRecord]
+    cursors: Sequence[str]
+    has_next_page: bool
+    has_previous_page: bool
+
+
+class InstanceReader:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def by_ids(self, ids: Sequence[uuid.UUID], visibility: Visibility) -> list[InstanceRecord | None]:
+        """In the order asked; an instance the caller may not see is None, exactly like a missing one."""
+        if not ids:
+            return []
+        query = select(*INSTANCE_COLUMNS).where(Instance.id.in_(set(ids)), visibility.clause())
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).mappings().all()
+        found = {row["id"]: InstanceRecord.from_mapping(row) for row in rows}
+        return [found.get(instance_id) for instance_id in ids]
+
+    async def page(
+        self,
+        visibility: Visibility,
+        instance_filter: InstanceFilter,
+        *,
+        first: int,
+        after: str | None = None,
+    ) -> Page:
+        """Newest first; fetch one extra row to learn whether another page follows."""
+        query: Select[tuple[object, ...]] = select(*INSTANCE_COLUMNS).where(visibility.clause())
+        if instance_filter.statuses:
+            query = query.where(Instance.status.in_(sorted(instance_filter.statuses)))
+        elif not instance_filter.include_deleted:
+            query = query.where(Instance.status != InstanceStatus.DELETED)
+        if instance_filter.name_contains:
+            needle = instance_filter.name_contains.lower().replace("\\", "\\\\")
+            needle = needle.replace("%", "\\%").replace("_", "\\_")
+            query = query.where(func.lower(Instance.name).like(f"%{needle}%", escape="\\"))
+        if after is not None:
+            created_at, instance_id = decode_cursor(after)
+            # The expanded form of (created_at, id) < (:t, :id), which SQLite's planner serves from the index.
+            query = query.where(
+                or_(
+                    Instance.created_at < created_at,
+                    and_(Instance.created_at == created_at, Instance.id < instance_id),
+                )
+            )
+        query = query.order_by(Instance.created_at.desc(), Instance.id.desc()).limit(first + 1)
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).mappings().all()
+        items = [InstanceRecord.from_mapping(row) for row in rows[:first]]
+        return Page(
+            items=items,
+            cursors=[encode_cursor(item.created_at, item.id) for item in items],
+            has_next_page=len(rows) > first,
+            has_previous_page=after is not None,
+        )
+
+    async def events(
+        self, instance_ids: Sequence[uuid.UUID], *, last: int
+    ) -> dict[uuid.UUID, list[InstanceEventRecord]]:
+        """History of many instances in one query (the DataLoader's batch), newest `last` of each."""
+        ranked = (
+            select(
+                *EVENT_COLUMNS,
+                func.row_number()
+                .over(partition_by=InstanceEvent.instance_id, order_by=InstanceEvent.id.desc())
+                .label("rank"),
+            )
+            .where(InstanceEvent.instance_id.in_(set(instance_ids)))
+            .subquery()
+        )
+        query = (
+            select(*[ranked.c[name] for name in InstanceEventRecord.__slots__])
+            .where(ranked.c.rank <= last)
+            .order_by(ranked.c.instance_id, ranked.c.id)
+        )
+        result: dict[uuid.UUID, list[InstanceEventRecord]] = {i: [] for i in instance_ids}
+        async with self._sessions() as session:
+            for row in (await session.execute(query)).mappings():
+                result[row["instance_id"]].append(InstanceEventRecord.from_mapping(row))
+        return result

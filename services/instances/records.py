@@ -1,0 +1,61 @@
+"""Plain, immutable views of stored rows: what the layers above services/ get instead of ORM objects."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.db.models import InstanceStatus
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    id: uuid.UUID
+    name: str
+    description: str
+    org_id: str
+    owner_sub: str
+    owner_name: str
+    flavor: str
+    image: str
+    cpu: int
+    memory_mib: int
+    disk_gib: int
+    ssh_public_key: str | None
+    status: InstanceStatus
+    status_reason: str | None
+    status_message: str | None
+    ip_address: str | None
+    hostname: str | None
+    node: str | None
+    terraform_name: str | None
+    terraform_namespace: str | None
+    semaphore_task_id: int | None
+    created_at: datetime
+    updated_at: datetime
+    active_at: datetime | None
+    deleted_at: datetime | None
+    version: int
+
+    @classmethod
+    def from_mapping(cls, row: Any) -> InstanceRecord:
+        return cls(**{name: row[name] for name in cls.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceEventRecord:
+    id: int
+    instance_id: uuid.UUID
+    at: datetime
+    from_status: InstanceStatus | None
+    to_status: InstanceStatus
+    reason: str | None
+    message: str | None
+    actor: str
+    version: int
+
+    @classmethod
+    def from_mapping(cls, row: Any) -> InstanceEventRecord:
+        return cls(**{name: row[name] for name in cls.__slots__})
