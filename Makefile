@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)
 	$(BIN)/opencsp-gateway dev
 
-test: $(STAMP)
+test: $(STAMP) tests/node/node_modules/.package-lock.json
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

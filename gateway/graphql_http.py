@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import strawberry
 from graphql import GraphQLError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from strawberry.exceptions import MissingQueryError
 from strawberry.http.ides import get_graphql_ide_html
@@ -50,7 +50,11 @@ class GraphQLRequest:
 
 
 def negotiate(accept: str | None) -> str | None:
-    """The response media type for an Accept header, or None when we can serve none it allows."""
+    """The response media type for an Accept header, or None when we can serve none it allows.
+
+    Wildcards and a missing header get `application/json`: the spec's watershed rule, so legacy
+    clients that never heard of `application/graphql-response+json` keep their 200s.
+    """
     if not accept:
         return JSON
     best: tuple[float, int, str] | None = None
@@ -65,9 +69,9 @@ def negotiate(accept: str | None) -> str | None:
                 except ValueError:
                     quality = 0.0
         media = media.lower()
-        if media in (GRAPHQL_RESPONSE, "application/*", "*/*"):
+        if media == GRAPHQL_RESPONSE:
             served = GRAPHQL_RESPONSE
-        elif media == JSON:
+        elif media in (JSON, "application/*", "*/*"):
             served = JSON
         else:
             continue
@@ -202,6 +206,17 @@ class GraphQLHTTP:
                 _error_body(error.message),
                 error.status,
                 error.headers,
+                media_type=f"{media_type}; charset=utf-8",
+            )
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is left to read an answer
+        except Exception:
+            # Resolver faults are masked inside the result; this catches what escapes around it
+            # (context creation, an extension) so no traceback or SQL ever reaches the client.
+            logger.exception("GraphQL request failed outside execution")
+            return Response(
+                _error_body("Internal server error.", "INTERNAL_SERVER_ERROR"),
+                500,
                 media_type=f"{media_type}; charset=utf-8",
             )
         return self._respond(result, media_type)
