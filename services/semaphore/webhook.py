@@ -77,7 +77,11 @@ def verify_hint(
 
     ``secrets`` may list several, so the secret can be rotated without dropping hints.
     Order of checks: shape, then signature, then time, so an unsigned caller learns nothing of the clock.
+    An empty secret is a configuration error: plain ValueError, not WebhookError, so it is not a 4xx.
     """
+    keys = [secrets] if isinstance(secrets, str | bytes) else list(secrets)
+    if not keys or any(not key for key in keys):
+        raise ValueError("webhook secret must not be empty")
     if timestamp is None or not _TIMESTAMP.fullmatch(timestamp.strip()):
         raise WebhookMalformed(f"missing or malformed {TIMESTAMP_HEADER}")
     match = _SIGNATURE.fullmatch(signature.strip()) if signature is not None else None
@@ -87,9 +91,6 @@ def verify_hint(
         raise WebhookMalformed("body too large")
     ts = timestamp.strip()
     given = match.group(1).lower()
-    keys = [secrets] if isinstance(secrets, str | bytes) else list(secrets)
-    if not keys or any(not key for key in keys):
-        raise ValueError("webhook secret must not be empty")
     # Compare against every secret so the time taken does not tell which one matched.
     matched = [hmac.compare_digest(_digest(key, body, ts), given) for key in keys]
     if not any(matched):
