@@ -87,8 +87,14 @@ class KeySetCache:
     def kids(self) -> frozenset[str]:
         return frozenset(self._keys)
 
-    def cached(self, kid: str) -> jwk.Key | None:
-        """The key for `kid` if we hold it now; never fetches."""
+    def current(self, kid: str) -> jwk.Key | None:
+        """The key for `kid` if we hold it and the set is not due for a refresh; never fetches.
+
+        Lets callers that cache verification results notice a rotation: once the set is due, they
+        go through `get`, which refreshes it and drops removed keys.
+        """
+        if not self._loaded or self._clock() >= self._expires_at:
+            return None
         return self._keys.get(kid)
 
     async def get(self, kid: str) -> jwk.Key | None:

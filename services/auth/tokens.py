@@ -8,7 +8,8 @@ algorithm must be on an asymmetric allow-list and fit the key (type, curve, the 
 rules out `none` and the HS256-with-a-public-key confusion.
 
 Verified principals are cached by the token's SHA-256 (bounded LRU), never past the token's `exp`, and
-dropped once the token's key leaves the key set.
+re-verified whenever the key set is due for a refresh, so a key removed at the issuer stops working
+for cached tokens too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import base64
 import hashlib
 import re
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from joserfc.errors import (
     JoseError,
     KeyParameterError,
     MissingClaimError,
+    SecurityWarning,
     UnsupportedAlgorithmError,
 )
 from joserfc.jws import JWSRegistry
@@ -169,7 +172,10 @@ class TokenVerifier:
             sub={"essential": True},
         )
         try:
-            decoded = jwt.decode(token, key, algorithms=[alg], registry=self._registries[alg])
+            with warnings.catch_warnings():
+                # joserfc flags "EdDSA" as superseded by RFC 9864; ZITADEL still signs with it.
+                warnings.simplefilter("ignore", SecurityWarning)
+                decoded = jwt.decode(token, key, algorithms=[alg], registry=self._registries[alg])
             registry.validate(decoded.claims)
         except BadSignatureError:
             raise InvalidToken("bad signature") from None
@@ -193,7 +199,7 @@ class TokenVerifier:
         entry = self._cache.get(digest)
         if entry is None:
             return None
-        if self._clock() >= entry.exp or self._keys.cached(entry.kid) is None:
+        if self._clock() >= entry.exp or self._keys.current(entry.kid) is None:
             del self._cache[digest]
             return None
         self._cache.move_to_end(digest)
