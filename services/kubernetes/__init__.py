@@ -1,0 +1,1 @@
+"""The gateway's Kubernetes boundary: tofu-controller `Terraform` objects, their outputs, and the watch."""

@@ -1,0 +1,169 @@
+"""Keep the gateway's view of Terraform objects current: list, then watch from the list's resourceVersion.
+
+Why this shape (in the spirit of kopf's watching): a watch alone can miss what happened while it was
+not connected, so every (re)start begins with a list, delivered whole as one `SYNC` so the consumer
+can also notice objects that vanished meanwhile. The watch then continues exactly from the list's
+resourceVersion, with the managed-by label selector and bookmarks; a `BOOKMARK` only moves that
+resourceVersion forward. `410 Gone` means the resourceVersion is too old to continue from: the inner
+watch returns and the loop lists again (kubernetes_asyncio raises it and never re-lists by itself).
+A dropped stream or an API error resumes the watch from the last resourceVersion seen, after a jittered
+exponential backoff that is bounded and reset by the next success. If the consumer fails on an event,
+the next list re-delivers the state, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, NoReturn, Protocol
+
+from services.kubernetes.cluster import ClusterError
+from services.kubernetes.terraform_object import API_VERSION, KIND, MANAGED_SELECTOR
+
+logger = logging.getLogger(__name__)
+
+EventKind = Literal["ADDED", "MODIFIED", "DELETED", "SYNC"]
+# ADDED / MODIFIED / DELETED carry the object; SYNC carries the whole list `{metadata, items}`.
+OnEvent = Callable[[EventKind, dict[str, Any]], Awaitable[None]]
+
+
+class WatchSource(Protocol):
+    """What the watch needs from the cluster; `TerraformCluster` is one."""
+
+    async def list(
+        self, label_selector: str = ..., *, namespace: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]: ...
+
+    def watch(
+        self,
+        *,
+        resource_version: str,
+        label_selector: str = ...,
+        namespace: str | None = None,
+        timeout_seconds: int = ...,
+    ) -> AsyncGenerator[dict[str, Any], None]: ...
+
+
+@dataclass
+class WatchHealth:
+    """For /readyz and metrics: is the watch live, when did it last hear from the API, how often failed."""
+
+    connected: bool = False
+    last_event_at: datetime | None = None
+    resource_version: str | None = None
+    relists: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+
+    def heard(self, resource_version: str) -> None:
+        self.connected = True
+        self.last_event_at = datetime.now(UTC)
+        self.resource_version = resource_version
+
+
+@dataclass
+class Backoff:
+    """Exponential delays with "equal jitter": half fixed, half random, never above `cap`."""
+
+    base: float = 0.5
+    cap: float = 30.0
+    rng: random.Random = field(default_factory=random.Random)
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * 2 ** min(self.attempt, 32))
+        self.attempt += 1
+        return float(ceiling / 2 + self.rng.uniform(0, ceiling / 2))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class ConsumerFailed(Exception):
+    """`on_event` raised; the watch lists again so the consumer gets another chance."""
+
+
+async def watch_terraforms(
+    source: WatchSource,
+    *,
+    on_event: OnEvent,
+    namespace: str | None = None,
+    label_selector: str = MANAGED_SELECTOR,
+    health: WatchHealth | None = None,
+    backoff: Backoff | None = None,
+    timeout_seconds: int = 300,
+) -> NoReturn:
+    """Run until cancelled, delivering every change of the selected Terraform objects to `on_event`."""
+    loop = _ListWatch(source, on_event, namespace, label_selector, health or WatchHealth(), timeout_seconds)
+    backoff = backoff or Backoff()
+    resource_version: str | None = None
+    while True:
+        try:
+            if resource_version is None:
+                resource_version = await loop.list()
+            resource_version = await loop.watch_from(resource_version)
+            backoff.reset()
+        except (ClusterError, ConsumerFailed) as exc:
+            loop.health.connected, loop.health.last_error = False, str(exc)
+            if isinstance(exc, ConsumerFailed):
+                resource_version = None
+            delay = backoff.next_delay()
+            logger.warning("terraform watch: %s; retrying in %.2fs", exc, delay)
+            await asyncio.sleep(delay)
+            loop.health.reconnects += 1
+
+
+@dataclass
+class _ListWatch:
+    source: WatchSource
+    on_event: OnEvent
+    namespace: str | None
+    label_selector: str
+    health: WatchHealth
+    timeout_seconds: int
+
+    async def list(self) -> str:
+        items, resource_version = await self.source.list(self.label_selector, namespace=self.namespace)
+        self.health.relists += 1
+        self.health.heard(resource_version)
+        listed: dict[str, Any] = {"apiVersion": API_VERSION, "kind": f"{KIND}List", "items": items}
+        listed["metadata"] = {"resourceVersion": resource_version}
+        await self._deliver("SYNC", listed)
+        return resource_version
+
+    async def watch_from(self, resource_version: str) -> str | None:
+        """One watch request; the resourceVersion to continue from, or None after 410 Gone."""
+        stream = self.source.watch(
+            resource_version=resource_version,
+            label_selector=self.label_selector,
+            namespace=self.namespace,
+            timeout_seconds=self.timeout_seconds,
+        )
+        try:
+            async with aclosing(stream):
+                async for event in stream:
+                    kind, obj = event["type"], event["object"]
+                    resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
+                    self.health.heard(resource_version)
+                    if kind in ("ADDED", "MODIFIED", "DELETED"):
+                        await self._deliver(kind, obj)
+                    elif kind != "BOOKMARK":
+                        logger.warning("terraform watch: ignoring event type %r", kind)
+        except ClusterError as exc:
+            if exc.status == 410:
+                logger.info("terraform watch: resourceVersion %s is gone; listing again", resource_version)
+                return None
+            raise
+        return resource_version
+
+    async def _deliver(self, kind: EventKind, obj: dict[str, Any]) -> None:
+        try:
+            await self.on_event(kind, obj)
+        except Exception as exc:
+            logger.exception("terraform watch: the consumer failed on %s", kind)
+            raise ConsumerFailed(f"consumer failed on {kind}: {exc!r}") from exc
