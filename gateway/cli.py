@@ -11,10 +11,7 @@ from typing import NoReturn
 import uvicorn
 
 from gateway.settings import Settings, SettingsError, load_settings
-
-
-class StartupError(Exception):
-    """Start-up cannot go on; the message is one line for the operator."""
+from gateway.startup import StartupError, check_revision, migrate
 
 
 def fail(message: str) -> NoReturn:
@@ -57,39 +54,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             run_dev(host=args.host, port=args.port)
     except (SettingsError, StartupError) as exc:
         fail(str(exc))
-
-
-async def migrate(settings: Settings) -> None:
-    from migrations.runner import upgrade
-    from services.db.engine import make_engine
-
-    engine = make_engine(settings.database_url)
-    try:
-        await upgrade(engine)
-    except OSError as exc:
-        raise StartupError(f"cannot reach the database ({exc.strerror or exc})") from None
-    finally:
-        await engine.dispose()
-
-
-async def check_revision(settings: Settings) -> None:
-    """Serving an old schema corrupts data quietly; refuse instead and say how to fix it."""
-    from migrations.runner import current_revision, head_revision
-    from services.db.engine import make_engine
-
-    engine = make_engine(settings.database_url)
-    try:
-        current = await current_revision(engine)
-    except OSError as exc:
-        raise StartupError(f"cannot reach the database ({exc.strerror or exc})") from None
-    finally:
-        await engine.dispose()
-    head = head_revision()
-    if current != head:
-        raise StartupError(
-            f"the database is at revision {current or 'none'}, not {head}: "
-            "run `opencsp-gateway migrate` first"
-        )
 
 
 def serve(settings: Settings) -> None:

@@ -7,8 +7,8 @@ import os
 
 import uvicorn
 
-from gateway.cli import StartupError, migrate
 from gateway.settings import DEV_DIR, Settings, load_settings
+from gateway.startup import StartupError, migrate
 
 DEV_DATABASE_URL = f"sqlite+aiosqlite:///{DEV_DIR}/gateway.db"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from graphql import GraphQLError
+from strawberry.schema.exceptions import InvalidOperationTypeError
 
 BAD_USER_INPUT = "BAD_USER_INPUT"
 FORBIDDEN = "FORBIDDEN"
@@ -30,4 +31,5 @@ class Forbidden(PublicError):
 def is_public(error: GraphQLError) -> bool:
     """Unmask parse/validation errors (no original error) and our own; mask every other exception."""
     original = error.original_error
-    return original is None or isinstance(original, GraphQLError)
+    # An operation type the transport does not carry (a query over legacy graphql-ws) is the client's mistake.
+    return original is None or isinstance(original, GraphQLError | InvalidOperationTypeError)

@@ -1,0 +1,101 @@
+"""The CLI as an operator meets it: real processes, one clear line for every bad setting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from schema.build import schema_sdl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OPENCSP_")}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
+        cwd=cwd or ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_schema_snapshot_is_current() -> None:
+    committed = (ROOT / "schema" / "schema.graphql").read_text()
+    assert schema_sdl() == committed, "schema/schema.graphql drifted: run `make schema` and commit it"
+    printed = run("schema")
+    assert printed.returncode == 0
+    assert printed.stdout == committed
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate", "dev", "schema"])
+def test_every_command_has_help(command: str) -> None:
+    result = run(command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: opencsp-gateway {command}")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("OPENCSP_PORT", "eighty", "OPENCSP_PORT: Input should be a valid integer"),
+        ("OPENCSP_PORT", "70000", "OPENCSP_PORT: Input should be less than or equal to 65535"),
+        ("OPENCSP_DATABASE_URL", "mysql://x", "OPENCSP_DATABASE_URL: must start with sqlite+aiosqlite://"),
+        ("OPENCSP_FLAVORS", "[{", "OPENCSP_FLAVORS: not valid JSON"),
+        (
+            "OPENCSP_FLAVORS",
+            '[{"name": "tiny", "cpu": 0}]',
+            "OPENCSP_FLAVORS[0.cpu]: Input should be greater than 0",
+        ),
+        (
+            "OPENCSP_MAX_QUERY_DEPTH",
+            "1",
+            "OPENCSP_MAX_QUERY_DEPTH: Input should be greater than or equal to 2",
+        ),
+    ],
+)
+def test_a_bad_setting_stops_start_up_with_one_line(
+    variable: str, value: str, message: str, tmp_path: Path
+) -> None:
+    result = run("serve", env={variable: value}, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"opencsp-gateway: {message}")
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_an_unmigrated_database_and_migrate_fixes_it(tmp_path: Path) -> None:
+    env = {"OPENCSP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/gw.db", "OPENCSP_PORT": "1"}
+    refused = run("serve", env=env, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "run `opencsp-gateway migrate` first" in refused.stderr
+    migrated = run("migrate", env=env, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "newest revision" in migrated.stdout
+
+
+def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    result = run(
+        "migrate", env={"OPENCSP_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/x"}, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("opencsp-gateway: cannot reach the database")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dev_mode_refuses_postgresql(tmp_path: Path) -> None:
+    result = run(
+        "dev", env={"OPENCSP_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1/postgres"}, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "dev mode runs on its own SQLite file" in result.stderr
