@@ -281,7 +281,7 @@ async def test_cache_hit_until_exp(
 
 
 async def test_cache_is_bounded(
-    keys: KeySetCache, server: JwksServer, rsa_key: jwk.RSAKey, claims: Claims
+    keys: KeySetCache, server: JwksServer, rsa_key: jwk.RSAKey, claims: Claims, clock: Clock
 ) -> None:
     verifier = TokenVerifier(
         keys=keys,
@@ -289,7 +289,7 @@ async def test_cache_is_bounded(
         audiences=PROJECT,
         project_id=PROJECT,
         cache_size=2,
-        clock=keys._clock,
+        clock=clock,
     )
     tokens = [sign(rsa_key, claims(sub=f"user-{n}")) for n in range(3)]
     principals = [await verifier.verify(token) for token in tokens]
