@@ -99,23 +99,23 @@ async def watch_terraforms(
     timeout_seconds: int = 300,
 ) -> NoReturn:
     """Run until cancelled, delivering every change of the selected Terraform objects to `on_event`."""
-    loop = _ListWatch(source, on_event, namespace, label_selector, health or WatchHealth(), timeout_seconds)
+    health = health or WatchHealth()
     backoff = backoff or Backoff()
+    loop = _ListWatch(source, on_event, namespace, label_selector, health, backoff, timeout_seconds)
     resource_version: str | None = None
     while True:
         try:
             if resource_version is None:
                 resource_version = await loop.list()
             resource_version = await loop.watch_from(resource_version)
-            backoff.reset()
         except (ClusterError, ConsumerFailed) as exc:
-            loop.health.connected, loop.health.last_error = False, str(exc)
+            health.connected, health.last_error = False, str(exc)
             if isinstance(exc, ConsumerFailed):
                 resource_version = None
             delay = backoff.next_delay()
             logger.warning("terraform watch: %s; retrying in %.2fs", exc, delay)
             await asyncio.sleep(delay)
-            loop.health.reconnects += 1
+            health.reconnects += 1
 
 
 @dataclass
@@ -125,12 +125,13 @@ class _ListWatch:
     namespace: str | None
     label_selector: str
     health: WatchHealth
+    backoff: Backoff
     timeout_seconds: int
 
     async def list(self) -> str:
         items, resource_version = await self.source.list(self.label_selector, namespace=self.namespace)
         self.health.relists += 1
-        self.health.heard(resource_version)
+        self._heard(resource_version)
         listed: dict[str, Any] = {"apiVersion": API_VERSION, "kind": f"{KIND}List", "items": items}
         listed["metadata"] = {"resourceVersion": resource_version}
         await self._deliver("SYNC", listed)
@@ -149,7 +150,7 @@ class _ListWatch:
                 async for event in stream:
                     kind, obj = event["type"], event["object"]
                     resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
-                    self.health.heard(resource_version)
+                    self._heard(resource_version)
                     if kind in ("ADDED", "MODIFIED", "DELETED"):
                         await self._deliver(kind, obj)
                     elif kind != "BOOKMARK":
@@ -160,6 +161,10 @@ class _ListWatch:
                 return None
             raise
         return resource_version
+
+    def _heard(self, resource_version: str) -> None:
+        self.health.heard(resource_version)
+        self.backoff.reset()  # the API answered: the next failure starts from the shortest delay
 
     async def _deliver(self, kind: EventKind, obj: dict[str, Any]) -> None:
         try:

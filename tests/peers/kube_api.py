@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import copy
+import functools
 import json
 import re
 import socket
@@ -69,11 +70,13 @@ _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _MODIFIED = "the object has been modified; please apply your changes to the latest version and try again"
 
 
+@functools.cache
 def load_terraform_schema(path: Path = CRD_PATH) -> JSON | None:
-    """The CRD's v1alpha2 openAPIV3Schema, or None when the shared contracts are not checked out."""
+    """The CRD's v1alpha2 openAPIV3Schema, or None when the shared contracts are not checked out.
+    Cached: the CRD is large and only ever read."""
     if not path.exists():
         return None
-    crd = yaml.safe_load(path.read_text())
+    crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     version = next(v for v in crd["spec"]["versions"] if v["name"] == TERRAFORMS.version)
     schema: JSON = version["schema"]["openAPIV3Schema"]
     return schema
