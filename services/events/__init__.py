@@ -1,0 +1,1 @@
+"""Status-change events and the bus that carries them to subscribers."""

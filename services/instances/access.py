@@ -1,0 +1,41 @@
+"""Row-level rules from a principal: which instances it sees and which it may act on."""
+
+from __future__ import annotations
+
+from services.auth.permissions import (
+    INSTANCE_DELETE,
+    INSTANCE_DELETE_ORG,
+    INSTANCE_READ,
+    INSTANCE_READ_ORG,
+    INSTANCE_RETRY,
+)
+from services.auth.principal import Principal
+from services.instances.records import InstanceRecord
+from services.instances.visibility import Visibility
+
+
+def visibility_of(principal: Principal) -> Visibility:
+    """Own instances with `instance:read`; an org's with `instance:read:org` there; all with all-orgs."""
+    if principal.all_orgs and INSTANCE_READ_ORG in principal.global_permissions:
+        return Visibility.everything()
+    org_ids = frozenset(org for org, granted in principal.grants.items() if INSTANCE_READ_ORG in granted)
+    own = principal.has(INSTANCE_READ)
+    return Visibility(
+        owner_sub=principal.sub if own else None,
+        owner_org=principal.org_id if own else None,
+        org_ids=org_ids,
+    )
+
+
+def may_delete(principal: Principal, instance: InstanceRecord) -> bool:
+    if principal.has(INSTANCE_DELETE_ORG, instance.org_id):
+        return True
+    return (
+        instance.owner_sub == principal.sub
+        and instance.org_id == principal.org_id
+        and principal.has(INSTANCE_DELETE, instance.org_id)
+    )
+
+
+def may_retry(principal: Principal, instance: InstanceRecord) -> bool:
+    return principal.has(INSTANCE_RETRY, instance.org_id)

@@ -1,0 +1,208 @@
+"""Phase 2: run the post-provisioning task in Semaphore and turn its end into ACTIVE or FAILED.
+
+One supervised run per CONFIGURING instance in this process. A run starts the task at most once per
+CONFIGURING episode: the start key is the instance id and the version that entered CONFIGURING, so a
+restarted gateway finds the task it already started instead of starting another. Semaphore's API is the
+truth; a webhook only wakes the poller. Every path ends: success, failure, or `ConfigurationTimeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from services.auth.principal import SYSTEM
+from services.db.models import InstanceStatus, utcnow
+from services.instances.ports import TaskRunner
+from services.instances.records import InstanceRecord
+from services.instances.store import InstanceStore
+from services.semaphore.model import SemaphoreError, SemaphoreRejected, SemaphoreTask
+from services.semaphore.poller import PollTimedOut, TaskPoller
+
+logger = logging.getLogger(__name__)
+
+CONFIGURATION_FAILED = "ConfigurationFailed"
+CONFIGURATION_TIMEOUT = "ConfigurationTimeout"
+CONFIGURATION_REJECTED = "ConfigurationRejected"
+CONFIGURATION_REASONS = frozenset({CONFIGURATION_FAILED, CONFIGURATION_TIMEOUT, CONFIGURATION_REJECTED})
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigurationSettings:
+    timeout: float = 1800.0
+    min_poll: float = 1.0
+    max_poll: float = 30.0
+    start_retry: float = 2.0
+
+
+@dataclass(slots=True)
+class _Run:
+    task: asyncio.Task[None]
+    poller: TaskPoller | None = None
+    task_id: int | None = None
+
+
+class Configuration:
+    def __init__(self, store: InstanceStore, runner: TaskRunner, settings: ConfigurationSettings) -> None:
+        self._store = store
+        self._runner = runner
+        self._settings = settings
+        self._runs: dict[uuid.UUID, _Run] = {}
+
+    @property
+    def running(self) -> int:
+        return len(self._runs)
+
+    def start(self, record: InstanceRecord) -> None:
+        """Supervise the instance's configuration here unless this process already does."""
+        if record.id in self._runs or record.status is not InstanceStatus.CONFIGURING:
+            return
+        task = asyncio.create_task(self._supervise(record), name=f"configure {record.id}")
+        self._runs[record.id] = _Run(task=task, task_id=record.semaphore_task_id)
+        task.add_done_callback(lambda _: self._runs.pop(record.id, None))
+
+    async def hint(self, task_id: int) -> bool:
+        """A webhook said task `task_id` moved: read it now. False when no instance knows that task."""
+        for run in self._runs.values():
+            if run.task_id == task_id:
+                if run.poller is not None:
+                    run.poller.wake()
+                return True
+        record = await self._store.by_task_id(task_id)
+        if record is None:
+            return False
+        self.start(record)
+        return True
+
+    def stop(self, instance_id: uuid.UUID) -> None:
+        run = self._runs.pop(instance_id, None)
+        if run is not None:
+            run.task.cancel()
+
+    async def close(self) -> None:
+        runs = list(self._runs.values())
+        self._runs.clear()
+        for run in runs:
+            run.task.cancel()
+        await asyncio.gather(*(run.task for run in runs), return_exceptions=True)
+
+    async def output(self, task_id: int) -> str:
+        return await self._runner.get_output(task_id)
+
+    async def task(self, task_id: int) -> SemaphoreTask:
+        return await self._runner.get_task(task_id)
+
+    async def _supervise(self, record: InstanceRecord) -> None:
+        try:
+            await self._configure(record)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The periodic reconcile starts a new run; the deadline still holds across runs.
+            logger.exception("configuring instance %s failed unexpectedly", record.id)
+
+    async def _configure(self, record: InstanceRecord) -> None:
+        deadline = await self._deadline(record)
+        task_id = record.semaphore_task_id
+        if task_id is None:
+            started = await self._start_task(record, deadline)
+            if started is None:
+                return
+            task_id = started
+        run = self._runs.get(record.id)
+        remaining = (deadline - utcnow()).total_seconds()
+        poller = TaskPoller(
+            self._runner,
+            task_id,
+            within=max(remaining, 0.0),
+            min_interval=self._settings.min_poll,
+            max_interval=self._settings.max_poll,
+        )
+        if run is not None:
+            run.poller, run.task_id = poller, task_id
+        try:
+            outcome = await poller.wait()
+        except SemaphoreRejected as error:
+            await self._fail(
+                record.id, CONFIGURATION_REJECTED, f"Semaphore refused to read task {task_id}: {error}"
+            )
+            return
+        if isinstance(outcome, PollTimedOut):
+            await self._fail(
+                record.id,
+                CONFIGURATION_TIMEOUT,
+                f"Semaphore task {task_id} did not finish within {self._settings.timeout:.0f} s",
+            )
+        elif outcome.outcome == "success":
+            await self._store.transition(
+                record.id,
+                to=InstanceStatus.ACTIVE,
+                allowed_from={InstanceStatus.CONFIGURING},
+                actor=SYSTEM.sub,
+                reason="ConfigurationSucceeded",
+                message=f"Semaphore task {task_id} succeeded",
+            )
+        else:
+            await self._fail(
+                record.id,
+                CONFIGURATION_FAILED,
+                f"Semaphore task {task_id} ended with status {outcome.status}",
+            )
+
+    async def _start_task(self, record: InstanceRecord, deadline: datetime) -> int | None:
+        key = f"{record.id}:{record.version}"
+        environment = {
+            "instance_id": str(record.id),
+            "name": record.name,
+            "ip_address": record.ip_address or "",
+            "hostname": record.hostname or "",
+        }
+        delay = self._settings.start_retry
+        while True:
+            try:
+                task = await self._runner.find_task(key, attempts=1) or await self._runner.start_task(
+                    environment, start_key=key
+                )
+                break
+            except SemaphoreRejected as error:
+                await self._fail(record.id, CONFIGURATION_REJECTED, f"Semaphore refused the task: {error}")
+                return None
+            except SemaphoreError as error:
+                if utcnow() + timedelta(seconds=delay) >= deadline:
+                    await self._fail(
+                        record.id,
+                        CONFIGURATION_TIMEOUT,
+                        f"Semaphore could not start the task in time: {error}",
+                    )
+                    return None
+                logger.warning(
+                    "starting the task of instance %s: %s; retrying in %.1fs", record.id, error, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.max_poll)
+        updated = await self._store.update_fields(
+            record.id, expected_version=record.version, changes={"semaphore_task_id": task.id}
+        )
+        if updated is None:
+            current = await self._store.get(record.id)
+            if current is None or current.status is not InstanceStatus.CONFIGURING:
+                return None
+            return current.semaphore_task_id or task.id
+        return task.id
+
+    async def _deadline(self, record: InstanceRecord) -> datetime:
+        since = await self._store.status_since(record.id) or record.updated_at
+        return since + timedelta(seconds=self._settings.timeout)
+
+    async def _fail(self, instance_id: uuid.UUID, reason: str, message: str) -> None:
+        await self._store.transition(
+            instance_id,
+            to=InstanceStatus.FAILED,
+            allowed_from={InstanceStatus.CONFIGURING},
+            actor=SYSTEM.sub,
+            reason=reason,
+            message=message,
+        )

@@ -1,0 +1,269 @@
+"""The instance lifecycle as users drive it (create, delete, retry) and as the gateway keeps it honest
+(watch, periodic reconcile, admin sync). See docs/ARCHITECTURE.md for the state machine as built."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from services.auth.principal import Principal
+from services.catalog import Catalog
+from services.db.models import InstanceStatus
+from services.instances.access import may_delete, may_retry, visibility_of
+from services.instances.configuration import CONFIGURATION_REASONS, Configuration
+from services.instances.policy import CreateRequest, UserError, validate_create
+from services.instances.ports import Cluster
+from services.instances.provisioning import Provisioning
+from services.instances.records import InstanceRecord
+from services.instances.store import Inserted, InstanceStore, NameTaken, Quota, QuotaExceeded
+from services.kubernetes.cluster import ClusterError
+from services.kubernetes.terraform_object import instance_id_of
+from services.kubernetes.watch import WatchHealth, watch_terraforms
+
+logger = logging.getLogger(__name__)
+
+NOT_FOUND = UserError("id", "no such instance", "NOT_FOUND")
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    user: Quota
+    org: Quota
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a mutation returns: the instance as it now is, or why nothing happened."""
+
+    instance: InstanceRecord | None = None
+    errors: list[UserError] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    objects_without_rows: list[str]
+    rows_without_objects: list[uuid.UUID]
+    transitions: int
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        *,
+        store: InstanceStore,
+        cluster: Cluster,
+        provisioning: Provisioning,
+        configuration: Configuration,
+        catalog: Catalog,
+        quotas: Quotas,
+        reconcile_interval: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.cluster = cluster
+        self.provisioning = provisioning
+        self.configuration = configuration
+        self.catalog = catalog
+        self.quotas = quotas
+        self.reconcile_interval = reconcile_interval
+        self.watch_health = WatchHealth()
+
+    # -- what users ask for -------------------------------------------------------------------------
+
+    async def create(self, principal: Principal, request: CreateRequest) -> Outcome:
+        valid = validate_create(request, self.catalog)
+        if isinstance(valid, list):
+            return Outcome(errors=valid)
+        instance_id = uuid.uuid4()
+        values: dict[str, object] = {
+            "id": instance_id,
+            "name": request.name,
+            "description": request.description or "",
+            "org_id": principal.org_id,
+            "owner_sub": principal.sub,
+            "owner_name": principal.name,
+            "flavor": valid.flavor.name,
+            "image": valid.image.name,
+            "cpu": valid.flavor.cpu,
+            "memory_mib": valid.flavor.memory_mib,
+            "disk_gib": valid.flavor.disk_gib,
+            "ssh_public_key": request.ssh_public_key.strip() if request.ssh_public_key else None,
+            "idempotency_key": request.idempotency_key,
+            **self.provisioning.names(instance_id),
+        }
+        result = await self.store.insert(
+            values, actor=principal.sub, user_quota=self.quotas.user, org_quota=self.quotas.org
+        )
+        if isinstance(result, QuotaExceeded):
+            unit = {"instances": "instances", "cpu": "vCPUs", "memory": "MiB of memory"}[result.resource]
+            return Outcome(
+                errors=[
+                    UserError(
+                        None,
+                        f"the {result.scope} quota of {result.limit} {unit} would be exceeded "
+                        f"({result.used} in use)",
+                        "QUOTA_EXCEEDED",
+                    )
+                ]
+            )
+        if isinstance(result, NameTaken):
+            return Outcome(
+                errors=[
+                    UserError("name", "an instance of this name already exists in your org", "NAME_TAKEN")
+                ]
+            )
+        assert isinstance(result, Inserted)
+        if result.created:
+            await self.provisioning.ensure_object(result.record)
+        return Outcome(instance=await self.store.get(result.record.id))
+
+    async def delete(self, principal: Principal, instance_id: uuid.UUID) -> Outcome:
+        record = await self._visible(principal, instance_id)
+        if record is None:
+            return Outcome(errors=[NOT_FOUND])
+        if not may_delete(principal, record):
+            return Outcome(errors=[UserError("id", "you may not delete this instance", "FORBIDDEN")])
+        if record.status is InstanceStatus.DELETED:
+            return Outcome(record, [UserError("id", "the instance is already deleted", "ALREADY_DELETED")])
+        if record.status is InstanceStatus.DELETING:
+            return Outcome(record)
+        deleting = await self.store.transition(
+            instance_id,
+            to=InstanceStatus.DELETING,
+            allowed_from=set(InstanceStatus) - {InstanceStatus.DELETING, InstanceStatus.DELETED},
+            actor=principal.sub,
+            reason="DeleteRequested",
+        )
+        if deleting is not None:
+            self.configuration.stop(instance_id)
+            try:
+                await self.provisioning.delete_object(deleting)
+            except ClusterError as error:
+                logger.warning("deleting the Terraform object of %s: %s; will retry", instance_id, error)
+        return Outcome(await self.store.get(instance_id))
+
+    async def retry(self, principal: Principal, instance_id: uuid.UUID) -> Outcome:
+        record = await self._visible(principal, instance_id)
+        if record is None:
+            return Outcome(errors=[NOT_FOUND])
+        if not may_retry(principal, record):
+            return Outcome(errors=[UserError("id", "you may not retry this instance", "FORBIDDEN")])
+        if record.status is not InstanceStatus.FAILED:
+            return Outcome(record, [UserError("id", "only a FAILED instance can be retried", "NOT_FAILED")])
+        if record.status_reason in CONFIGURATION_REASONS and record.ip_address:
+            # The machine exists; only post-provisioning failed: run it again.
+            configuring = await self.store.transition(
+                instance_id,
+                to=InstanceStatus.CONFIGURING,
+                allowed_from={InstanceStatus.FAILED},
+                actor=principal.sub,
+                reason="RetryRequested",
+                changes={"semaphore_task_id": None},
+                expected_version=record.version,
+            )
+            if configuring is not None:
+                self.configuration.start(configuring)
+        else:
+            pending = await self.store.transition(
+                instance_id,
+                to=InstanceStatus.PENDING,
+                allowed_from={InstanceStatus.FAILED},
+                actor=principal.sub,
+                reason="RetryRequested",
+                changes={"semaphore_task_id": None},
+                expected_version=record.version,
+            )
+            if pending is not None:
+                await self._reprovision(pending)
+        return Outcome(await self.store.get(instance_id))
+
+    # -- what keeps it honest -----------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Settle every instance that is not final against the cluster and Semaphore (start-up, timer)."""
+        for record in await self.store.unfinished():
+            try:
+                await self._reconcile_one(record)
+            except ClusterError as error:
+                logger.warning("reconciling %s: %s", record.id, error)
+
+    async def sync(self) -> SyncReport:
+        """Admin: compare the cluster with the database, report the differences and fix what drifted."""
+        items, _ = await self.cluster.list(namespace=self.provisioning.namespace)
+        rows = {str(record.id): record for record in await self.store.live()}
+        listed = {instance_id_of(obj) for obj in items}
+        orphans = [
+            f"{obj['metadata'].get('namespace')}/{obj['metadata'].get('name')}"
+            for obj in items
+            if instance_id_of(obj) not in rows
+        ]
+        missing = [
+            record.id
+            for key, record in rows.items()
+            if key not in listed and record.status is not InstanceStatus.FAILED
+        ]
+        before = {key: record.version for key, record in rows.items()}
+        await self.provisioning.on_list(items)
+        await self.reconcile()
+        after = {str(record.id): record.version for record in await self.store.live()}
+        changed = sum(1 for key, version in before.items() if after.get(key, version + 1) != version)
+        return SyncReport(objects_without_rows=orphans, rows_without_objects=missing, transitions=changed)
+
+    async def run(self) -> None:
+        """The background work of one process: the cluster watch and the periodic reconcile."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(
+                watch_terraforms(
+                    self.cluster,
+                    on_event=self.provisioning.on_watch_event,
+                    namespace=self.provisioning.namespace,
+                    health=self.watch_health,
+                ),
+                name="terraform watch",
+            )
+            group.create_task(self._reconcile_forever(), name="reconcile")
+
+    async def close(self) -> None:
+        await self.configuration.close()
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.reconcile()
+            await asyncio.sleep(self.reconcile_interval)
+
+    async def _reconcile_one(self, record: InstanceRecord) -> None:
+        match record.status:
+            case InstanceStatus.PENDING:
+                obj = await self.provisioning.fetch(record) or await self.provisioning.ensure_object(record)
+                if obj is not None:
+                    await self.provisioning.apply(record, obj)
+            case InstanceStatus.PROVISIONING:
+                obj = await self.provisioning.fetch(record)
+                if obj is None:
+                    await self.provisioning.object_gone(record)
+                else:
+                    await self.provisioning.apply(record, obj)
+            case InstanceStatus.CONFIGURING:
+                self.configuration.start(record)
+            case InstanceStatus.DELETING:
+                await self.provisioning.delete_object(record)
+
+    async def _reprovision(self, record: InstanceRecord) -> None:
+        try:
+            if await self.provisioning.fetch(record) is None:
+                await self.provisioning.ensure_object(record)
+            else:
+                await self.provisioning.request_reconcile(record)
+        except ClusterError as error:
+            logger.warning("re-provisioning %s: %s; the reconciler will retry", record.id, error)
+
+    async def _visible(self, principal: Principal, instance_id: uuid.UUID) -> InstanceRecord | None:
+        record = await self.store.get(instance_id)
+        if record is None or not visibility_of(principal).allows(
+            org_id=record.org_id, owner_sub=record.owner_sub
+        ):
+            return None
+        return record

@@ -1,0 +1,269 @@
+"""Phase 1: the instance's Terraform object, and what the cluster says about it.
+
+Each event or listed object is mapped by `services.kubernetes.conditions` to provisioning, ready or
+failed, and applied as a compare-and-set transition. Applying the same object twice changes nothing,
+so duplicate watch events and re-lists are harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.auth.principal import SYSTEM
+from services.catalog import Catalog
+from services.db.models import InstanceStatus
+from services.instances.configuration import Configuration
+from services.instances.ports import Cluster
+from services.instances.records import InstanceRecord
+from services.instances.store import InstanceStore
+from services.kubernetes.cluster import ClusterError
+from services.kubernetes.conditions import TerraformPhase, ready_condition, signal_of
+from services.kubernetes.outputs import OutputsError, instance_outputs
+from services.kubernetes.terraform_object import (
+    SourceKind,
+    TerraformSpec,
+    build_terraform_object,
+    instance_id_of,
+    outputs_secret_name,
+    terraform_object_name,
+)
+
+logger = logging.getLogger(__name__)
+
+EARLY = {InstanceStatus.PENDING, InstanceStatus.PROVISIONING}
+OBJECT_DELETED = "TerraformObjectDeleted"
+OBJECT_REJECTED = "TerraformObjectRejected"
+
+
+@dataclass(frozen=True, slots=True)
+class TerraformSettings:
+    namespace: str = "opencsp-instances"
+    source_kind: SourceKind = "GitRepository"
+    source_name: str = "opencsp-modules"
+    source_namespace: str = "flux-system"
+    vars_secret: str = "proxmox-credentials"  # noqa: S105 (a Secret's name, not a secret)
+    interval: str = "10m"
+
+
+class Provisioning:
+    def __init__(
+        self,
+        store: InstanceStore,
+        cluster: Cluster,
+        catalog: Catalog,
+        settings: TerraformSettings,
+        configuration: Configuration,
+    ) -> None:
+        self._store = store
+        self._cluster = cluster
+        self._catalog = catalog
+        self._settings = settings
+        self._configuration = configuration
+
+    @property
+    def namespace(self) -> str:
+        return self._settings.namespace
+
+    def names(self, instance_id: uuid.UUID) -> dict[str, str]:
+        """The row's Terraform columns, known before the object exists (the name derives from the id)."""
+        return {"terraform_name": terraform_object_name(instance_id), "terraform_namespace": self.namespace}
+
+    def object_for(self, record: InstanceRecord) -> dict[str, Any]:
+        image = self._catalog.image(record.image)
+        return build_terraform_object(
+            TerraformSpec(
+                instance_id=record.id,
+                vm_name=record.name,
+                namespace=record.terraform_namespace or self.namespace,
+                module_path=image.module_path if image else "./deploy/modules/proxmox-vm",
+                template=(image.template or image.name) if image else record.image,
+                cpu=record.cpu,
+                memory_mib=record.memory_mib,
+                disk_gib=record.disk_gib,
+                source_kind=self._settings.source_kind,
+                source_name=self._settings.source_name,
+                source_namespace=self._settings.source_namespace,
+                vars_from_secret=self._settings.vars_secret,
+                ssh_public_key=record.ssh_public_key,
+                interval=self._settings.interval,
+            )
+        )
+
+    async def ensure_object(self, record: InstanceRecord) -> dict[str, Any] | None:
+        """Create the object (idempotent by name). A cluster outage leaves the instance PENDING for the
+        reconciler; an object the API refuses outright fails the instance, since retrying cannot help."""
+        try:
+            return await self._cluster.create(self.object_for(record))
+        except ClusterError as error:
+            if error.status in (400, 403, 409, 422):
+                await self._store.transition(
+                    record.id,
+                    to=InstanceStatus.FAILED,
+                    allowed_from=EARLY,
+                    actor=SYSTEM.sub,
+                    reason=OBJECT_REJECTED,
+                    message=f"the cluster refused the Terraform object ({error.status})",
+                )
+            else:
+                logger.warning("creating the Terraform object of %s: %s; will retry", record.id, error)
+            return None
+
+    async def fetch(self, record: InstanceRecord) -> dict[str, Any] | None:
+        return await self._cluster.get(self._namespace_of(record), self._name_of(record))
+
+    async def delete_object(self, record: InstanceRecord) -> None:
+        """Ask the cluster to delete; DELETED follows when the object is gone (at once if it never was)."""
+        namespace, name = self._namespace_of(record), self._name_of(record)
+        await self._cluster.delete(namespace, name)
+        if await self._cluster.get(namespace, name) is None:
+            await self.object_gone(record)
+
+    async def request_reconcile(self, record: InstanceRecord) -> None:
+        await self._cluster.request_reconcile(self._namespace_of(record), self._name_of(record))
+
+    async def on_watch_event(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind == "SYNC":
+            await self.on_list(obj.get("items") or [])
+            return
+        record = await self._record_of(obj)
+        if record is None:
+            return
+        if kind == "DELETED":
+            await self.object_gone(record)
+        else:
+            await self.apply(record, obj)
+
+    async def on_list(self, items: Iterable[dict[str, Any]]) -> None:
+        """A full list: apply every object, and settle unfinished instances whose object is missing."""
+        present: set[str] = set()
+        for obj in items:
+            instance_id = instance_id_of(obj)
+            if instance_id is not None:
+                present.add(instance_id)
+            record = await self._record_of(obj)
+            if record is not None:
+                await self.apply(record, obj)
+        for record in await self._store.live():
+            if str(record.id) in present or record.terraform_namespace not in (None, self.namespace):
+                continue
+            if record.status is InstanceStatus.PENDING:
+                await self.ensure_object(record)
+            elif record.status is not InstanceStatus.FAILED:
+                await self.object_gone(record)
+
+    async def apply(self, record: InstanceRecord, obj: Mapping[str, Any]) -> None:
+        signal = signal_of(obj)
+        if signal.deleting or record.status not in EARLY:
+            return
+        if signal.phase is TerraformPhase.PROVISIONING:
+            await self._store.transition(
+                record.id,
+                to=InstanceStatus.PROVISIONING,
+                allowed_from={InstanceStatus.PENDING},
+                actor=SYSTEM.sub,
+                reason=signal.reason or "Progressing",
+                message=signal.message,
+            )
+        elif signal.phase is TerraformPhase.READY:
+            await self._ready(record, obj)
+        elif await self._is_news(record, obj):
+            await self._store.transition(
+                record.id,
+                to=InstanceStatus.FAILED,
+                allowed_from=EARLY,
+                actor=SYSTEM.sub,
+                reason=signal.reason or "TerraformFailed",
+                message=signal.message,
+            )
+
+    async def object_gone(self, record: InstanceRecord) -> None:
+        if record.status is InstanceStatus.DELETING:
+            await self._store.transition(
+                record.id,
+                to=InstanceStatus.DELETED,
+                allowed_from={InstanceStatus.DELETING},
+                actor=SYSTEM.sub,
+                reason="TerraformDestroyed",
+                message="the Terraform object and its resources are gone",
+            )
+            return
+        self._configuration.stop(record.id)
+        await self._store.transition(
+            record.id,
+            to=InstanceStatus.FAILED,
+            allowed_from={
+                s for s in InstanceStatus if s not in (InstanceStatus.DELETING, InstanceStatus.DELETED)
+            },
+            actor=SYSTEM.sub,
+            reason=OBJECT_DELETED,
+            message="the Terraform object was deleted outside the gateway; its virtual machine is destroyed",
+        )
+
+    async def _ready(self, record: InstanceRecord, obj: Mapping[str, Any]) -> None:
+        secret = ((obj.get("spec") or {}).get("writeOutputsToSecret") or {}).get("name")
+        secret = secret or outputs_secret_name(record.id)
+        try:
+            found = instance_outputs(
+                await self._cluster.read_outputs(self._namespace_of(record), secret) or {}
+            )
+        except OutputsError as error:
+            await self._store.transition(
+                record.id,
+                to=InstanceStatus.FAILED,
+                allowed_from=EARLY,
+                actor=SYSTEM.sub,
+                reason="TerraformOutputsInvalid",
+                message=str(error),
+            )
+            return
+        if found is None:
+            # Ready before the Secret is readable; the Secret's write is followed by another event.
+            logger.info("instance %s is ready but its outputs are not written yet", record.id)
+            return
+        configuring = await self._store.transition(
+            record.id,
+            to=InstanceStatus.CONFIGURING,
+            allowed_from=EARLY,
+            actor=SYSTEM.sub,
+            reason=str(signal_of(obj).reason or "TerraformOutputsWritten"),
+            message="infrastructure is ready; starting post-provisioning",
+            changes={
+                "ip_address": found.ip_address,
+                "hostname": found.hostname,
+                "semaphore_task_id": None,
+            },
+        )
+        if configuring is not None:
+            self._configuration.start(configuring)
+
+    async def _is_news(self, record: InstanceRecord, obj: Mapping[str, Any]) -> bool:
+        """A failure older than the instance's current status (e.g. before a retry) says nothing new."""
+        condition = ready_condition(obj) or {}
+        stamp = condition.get("lastTransitionTime")
+        since = await self._store.status_since(record.id)
+        if not isinstance(stamp, str) or since is None:
+            return True
+        try:
+            changed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            return True
+        return changed >= since.replace(microsecond=0)
+
+    async def _record_of(self, obj: Mapping[str, Any]) -> InstanceRecord | None:
+        value = instance_id_of(dict(obj))
+        try:
+            instance_id = uuid.UUID(value) if value else None
+        except ValueError:
+            instance_id = None
+        return await self._store.get(instance_id) if instance_id else None
+
+    def _namespace_of(self, record: InstanceRecord) -> str:
+        return record.terraform_namespace or self.namespace
+
+    def _name_of(self, record: InstanceRecord) -> str:
+        return record.terraform_name or terraform_object_name(record.id)

@@ -1,0 +1,310 @@
+"""Writing instances: every status change is one compare-and-set with its event, published at commit.
+
+A transition reads the row's version, then `UPDATE … WHERE id = :id AND version = :v`. If another writer
+got there first the update touches no row; the transition re-reads and either applies to the new state
+or, when the status has moved out of the states it starts from, does nothing. Only the winner of a
+transition gets the record back, so only the winner performs side effects (start a task, delete an
+object): duplicate watch events, webhooks, retries and replicas are harmless.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.db.engine import serialized_transaction
+from services.db.models import FINAL_STATUSES, Instance, InstanceEvent, InstanceStatus, utcnow
+from services.events.bus import EventBus
+from services.events.model import StatusChanged
+from services.instances.reading import INSTANCE_COLUMNS
+from services.instances.records import InstanceRecord
+
+CAS_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    instances: int
+    cpu: int
+    memory_mib: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    instances: int = 0
+    cpu: int = 0
+    memory_mib: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaExceeded:
+    scope: str  # "user" or "org"
+    resource: str  # "instances", "cpu", "memory"
+    limit: int
+    used: int
+
+
+@dataclass(frozen=True, slots=True)
+class NameTaken:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    record: InstanceRecord
+    created: bool  # False: the idempotency key named an instance made earlier
+
+
+class InstanceStore:
+    def __init__(self, engine: AsyncEngine, bus: EventBus) -> None:
+        self._engine = engine
+        self._bus = bus
+        self._postgres = engine.dialect.name == "postgresql"
+
+    async def get(self, instance_id: uuid.UUID) -> InstanceRecord | None:
+        """Unscoped: for the lifecycle's own use, never for a caller's request."""
+        async with self._engine.connect() as connection:
+            row = (
+                (await connection.execute(select(*INSTANCE_COLUMNS).where(Instance.id == instance_id)))
+                .mappings()
+                .first()
+            )
+        return InstanceRecord.from_mapping(row) if row else None
+
+    async def by_task_id(self, task_id: int) -> InstanceRecord | None:
+        query = select(*INSTANCE_COLUMNS).where(Instance.semaphore_task_id == task_id)
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).mappings().first()
+        return InstanceRecord.from_mapping(row) if row else None
+
+    async def status_since(self, instance_id: uuid.UUID) -> datetime | None:
+        """When the instance entered its current status: the time of its newest event."""
+        query = select(func.max(InstanceEvent.at)).where(InstanceEvent.instance_id == instance_id)
+        async with self._engine.connect() as connection:
+            value = (await connection.execute(query)).scalar()
+        return _utc(value) if value is not None else None
+
+    async def unfinished(self) -> list[InstanceRecord]:
+        """Instances the lifecycle still owes a step: what start-up reconciles."""
+        query = (
+            select(*INSTANCE_COLUMNS)
+            .where(Instance.status.not_in(sorted(FINAL_STATUSES)))
+            .order_by(Instance.created_at)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [InstanceRecord.from_mapping(row) for row in rows]
+
+    async def live(self) -> list[InstanceRecord]:
+        query = select(*INSTANCE_COLUMNS).where(Instance.status != InstanceStatus.DELETED)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [InstanceRecord.from_mapping(row) for row in rows]
+
+    async def by_idempotency_key(self, owner_sub: str, key: str) -> InstanceRecord | None:
+        query = select(*INSTANCE_COLUMNS).where(
+            Instance.owner_sub == owner_sub, Instance.idempotency_key == key
+        )
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).mappings().first()
+        return InstanceRecord.from_mapping(row) if row else None
+
+    async def insert(
+        self,
+        values: Mapping[str, object],
+        *,
+        actor: str,
+        user_quota: Quota,
+        org_quota: Quota,
+    ) -> Inserted | QuotaExceeded | NameTaken:
+        """Insert a PENDING instance if quotas allow, atomically with every other create of its org."""
+        owner_sub, org_id = str(values["owner_sub"]), str(values["org_id"])
+        key = values.get("idempotency_key")
+        try:
+            async with serialized_transaction(self._engine) as connection:
+                if self._postgres:
+                    # Creates of one org queue here, so counting and inserting cannot interleave.
+                    await connection.execute(
+                        text("SELECT pg_advisory_xact_lock(7411, hashtext(:org))"), {"org": org_id}
+                    )
+                if isinstance(key, str):
+                    earlier = await self._by_key(connection, owner_sub, key)
+                    if earlier is not None:
+                        return Inserted(earlier, created=False)
+                cpu, memory = int(str(values["cpu"])), int(str(values["memory_mib"]))
+                for scope, quota, usage in (
+                    ("user", user_quota, await self._usage(connection, org_id, owner_sub)),
+                    ("org", org_quota, await self._usage(connection, org_id, None)),
+                ):
+                    exceeded = _exceeds(scope, quota, usage, cpu, memory)
+                    if exceeded is not None:
+                        return exceeded
+                now = utcnow()
+                row = {
+                    **values,
+                    "status": InstanceStatus.PENDING,
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": 1,
+                }
+                record = InstanceRecord.from_mapping(
+                    (await connection.execute(insert(Instance).values(row).returning(*INSTANCE_COLUMNS)))
+                    .mappings()
+                    .one()
+                )
+                event = await self._record_event(connection, record, None, actor, None)
+        except IntegrityError as error:
+            if "idempotency" in str(error.orig) and isinstance(key, str):
+                earlier = await self.by_idempotency_key(owner_sub, key)
+                if earlier is not None:
+                    return Inserted(earlier, created=False)
+            return NameTaken(str(values["name"]))
+        self._bus.committed(event)
+        return Inserted(record, created=True)
+
+    async def transition(
+        self,
+        instance_id: uuid.UUID,
+        *,
+        to: InstanceStatus,
+        allowed_from: Collection[InstanceStatus],
+        actor: str,
+        reason: str | None = None,
+        message: str | None = None,
+        changes: Mapping[str, object] | None = None,
+        expected_version: int | None = None,
+    ) -> InstanceRecord | None:
+        """Move the instance to `to` if it is in `allowed_from`; None when it is not (the race was lost)."""
+        for _ in range(CAS_ATTEMPTS):
+            current = await self.get(instance_id)
+            if current is None or current.status not in allowed_from:
+                return None
+            if expected_version is not None and current.version != expected_version:
+                return None
+            now = utcnow()
+            values: dict[str, object] = {
+                "status": to,
+                "status_reason": reason,
+                "status_message": message,
+                "updated_at": now,
+                "version": current.version + 1,
+                **(changes or {}),
+            }
+            if to is InstanceStatus.ACTIVE:
+                values["active_at"] = now
+            if to is InstanceStatus.DELETED:
+                values["deleted_at"] = now
+            async with self._engine.begin() as connection:
+                row = (
+                    (
+                        await connection.execute(
+                            update(Instance)
+                            .where(Instance.id == instance_id, Instance.version == current.version)
+                            .values(values)
+                            .returning(*INSTANCE_COLUMNS)
+                        )
+                    )
+                    .mappings()
+                    .first()
+                )
+                if row is None:
+                    continue
+                record = InstanceRecord.from_mapping(row)
+                event = await self._record_event(connection, record, current.status, actor, message)
+            self._bus.committed(event)
+            return record
+        return None
+
+    async def update_fields(
+        self, instance_id: uuid.UUID, *, expected_version: int, changes: Mapping[str, object]
+    ) -> InstanceRecord | None:
+        """Change non-status fields (task id, outputs) under the same compare-and-set, without an event."""
+        async with self._engine.begin() as connection:
+            row = (
+                (
+                    await connection.execute(
+                        update(Instance)
+                        .where(Instance.id == instance_id, Instance.version == expected_version)
+                        .values({**changes, "version": expected_version + 1, "updated_at": utcnow()})
+                        .returning(*INSTANCE_COLUMNS)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return InstanceRecord.from_mapping(row) if row else None
+
+    async def _record_event(
+        self,
+        connection: AsyncConnection,
+        record: InstanceRecord,
+        from_status: InstanceStatus | None,
+        actor: str,
+        message: str | None,
+    ) -> StatusChanged:
+        at = record.updated_at
+        await connection.execute(
+            insert(InstanceEvent).values(
+                instance_id=record.id,
+                at=at,
+                from_status=from_status,
+                to_status=record.status,
+                reason=record.status_reason,
+                message=message,
+                actor=actor,
+                version=record.version,
+            )
+        )
+        event = StatusChanged(
+            instance_id=record.id,
+            org_id=record.org_id,
+            owner_sub=record.owner_sub,
+            from_status=from_status,
+            to_status=record.status,
+            reason=record.status_reason,
+            at=at,
+            version=record.version,
+        )
+        await self._bus.stage(connection, event)
+        return event
+
+    async def _by_key(self, connection: AsyncConnection, owner_sub: str, key: str) -> InstanceRecord | None:
+        query = select(*INSTANCE_COLUMNS).where(
+            Instance.owner_sub == owner_sub, Instance.idempotency_key == key
+        )
+        row = (await connection.execute(query)).mappings().first()
+        return InstanceRecord.from_mapping(row) if row else None
+
+    async def _usage(self, connection: AsyncConnection, org_id: str, owner_sub: str | None) -> Usage:
+        query = select(
+            func.count(),
+            func.coalesce(func.sum(Instance.cpu), 0),
+            func.coalesce(func.sum(Instance.memory_mib), 0),
+        ).where(Instance.org_id == org_id, Instance.status != InstanceStatus.DELETED)
+        if owner_sub is not None:
+            query = query.where(Instance.owner_sub == owner_sub)
+        count, cpu, memory = (await connection.execute(query)).one()
+        return Usage(instances=int(count), cpu=int(cpu), memory_mib=int(memory))
+
+
+def _utc(value: datetime) -> datetime:
+    # An aggregate skips the column's type on SQLite, which then hands back a naive (UTC) value.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _exceeds(scope: str, quota: Quota, usage: Usage, cpu: int, memory: int) -> QuotaExceeded | None:
+    checks: Sequence[tuple[str, int, int, int]] = (
+        ("instances", quota.instances, usage.instances, 1),
+        ("cpu", quota.cpu, usage.cpu, cpu),
+        ("memory", quota.memory_mib, usage.memory_mib, memory),
+    )
+    for resource, limit, used, wanted in checks:
+        if used + wanted > limit:
+            return QuotaExceeded(scope=scope, resource=resource, limit=limit, used=used)
+    return None
