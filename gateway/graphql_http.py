@@ -97,6 +97,8 @@ def _json_parameter(value: str | None, name: str) -> dict[str, Any] | None:
 
 def _from_mapping(data: Mapping[str, Any]) -> GraphQLRequest:
     query = data.get("query")
+    if query is None:
+        raise RequestError(400, "The query parameter is missing.")
     if not isinstance(query, str) or not query.strip():
         raise RequestError(400, "The query parameter must be a non-empty string.")
     variables = data.get("variables")
@@ -166,6 +168,17 @@ def _is_request_error(result: ExecutionResult) -> bool:
     return result.data is None and bool(result.errors) and all(e.path is None for e in result.errors or ())
 
 
+# `extensions.code` of a transport error, so clients can branch without parsing the message.
+_CODES = {
+    400: "BAD_REQUEST",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    500: "INTERNAL_SERVER_ERROR",
+}
+
+
 def _error_body(message: str, code: str = "BAD_REQUEST") -> bytes:
     return orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
 
@@ -188,14 +201,16 @@ class GraphQLHTTP:
 
     async def handle(self, request: Request) -> Response:
         if request.method not in ("GET", "POST"):
-            return Response(_error_body("Use GET for queries or POST."), 405, {"Allow": "GET, POST"}, JSON)
+            return Response(
+                _error_body("Use GET for queries or POST.", _CODES[405]), 405, {"Allow": "GET, POST"}, JSON
+            )
         if self._wants_graphiql(request):
             assert self.graphiql_html is not None
             return HTMLResponse(self.graphiql_html)
         media_type = negotiate(request.headers.get("accept"))
         if media_type is None:
             return Response(
-                _error_body(f"Accept {GRAPHQL_RESPONSE} or {JSON}.", "NOT_ACCEPTABLE"), 406, media_type=JSON
+                _error_body(f"Accept {GRAPHQL_RESPONSE} or {JSON}.", _CODES[406]), 406, media_type=JSON
             )
         try:
             graphql_request = await parse_request(request, self.body_limit)
@@ -203,7 +218,7 @@ class GraphQLHTTP:
             result = await self._execute(request.method, graphql_request, context)
         except RequestError as error:
             return Response(
-                _error_body(error.message),
+                _error_body(error.message, _CODES.get(error.status, "BAD_REQUEST")),
                 error.status,
                 error.headers,
                 media_type=f"{media_type}; charset=utf-8",
@@ -215,7 +230,7 @@ class GraphQLHTTP:
             # (context creation, an extension) so no traceback or SQL ever reaches the client.
             logger.exception("GraphQL request failed outside execution")
             return Response(
-                _error_body("Internal server error.", "INTERNAL_SERVER_ERROR"),
+                _error_body("Internal server error.", _CODES[500]),
                 500,
                 media_type=f"{media_type}; charset=utf-8",
             )
