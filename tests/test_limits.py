@@ -1,0 +1,216 @@
+"""Each request limit is a setting: a request at the limit is served, one just over it is refused clearly.
+
+Also the HTTP method rule for operation types: mutations only over POST, subscriptions never over HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
+
+from gateway.app import create_app
+from gateway.bootstrap import build_runtime
+from gateway.graphql_http import GraphQLHTTP
+from gateway.settings import Settings
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+TYPENAME = {"data": {"__typename": "Query"}}
+
+
+def client_for(app: Starlette) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+
+
+def gateway(database_url: str, engine: AsyncEngine, **limits: Any) -> httpx.AsyncClient:
+    """A client of the real app whose settings carry the given (small) limits."""
+    settings = Settings(database_url=database_url, _env_file=None, **limits)  # type: ignore[call-arg]
+    return client_for(create_app(build_runtime(settings, engine=engine), own_runtime=False))
+
+
+async def post(http: httpx.AsyncClient, query: str, accept: str = GRAPHQL_RESPONSE) -> httpx.Response:
+    return await http.post("/graphql", json={"query": query}, headers={"accept": accept})
+
+
+async def assert_served(http: httpx.AsyncClient, query: str) -> dict[str, Any]:
+    response = await post(http, query)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert "errors" not in body, body
+    return body
+
+
+async def assert_refused(http: httpx.AsyncClient, query: str, message: str) -> None:
+    """Refused before execution: 400 for graphql-response+json, 200 for legacy JSON; never `data`."""
+    for accept, status in ((GRAPHQL_RESPONSE, 400), ("application/json", 200)):
+        response = await post(http, query, accept)
+        assert response.status_code == status, (accept, response.text)
+        body = response.json()
+        assert "data" not in body, body
+        assert [error["message"] for error in body["errors"]] == [message]
+
+
+def padded_body(size: int) -> bytes:
+    """A valid request body of exactly `size` bytes."""
+    head, tail = b'{"query": "{ __typename }"', b"}"
+    return head + b" " * (size - len(head) - len(tail)) + tail
+
+
+async def test_max_body_bytes(database_url: str, engine: AsyncEngine) -> None:
+    json_headers = {"content-type": "application/json"}
+
+    def chunked(body: bytes) -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(body), 100):
+                yield body[start : start + 100]
+
+        return chunks()
+
+    async with gateway(database_url, engine, max_body_bytes=1024) as http:
+        # Declared with Content-Length, then streamed without it: both paths count the same bytes.
+        for content in (padded_body, lambda size: chunked(padded_body(size))):
+            at_limit = await http.post("/graphql", content=content(1024), headers=json_headers)
+            assert at_limit.status_code == 200, at_limit.text
+            assert at_limit.json() == TYPENAME
+
+            over = await http.post("/graphql", content=content(1025), headers=json_headers)
+            assert over.status_code == 413
+            assert over.json()["errors"] == [
+                {
+                    "message": "The request body is larger than 1024 bytes.",
+                    "extensions": {"code": "PAYLOAD_TOO_LARGE"},
+                }
+            ]
+
+
+async def test_max_query_bytes(database_url: str, engine: AsyncEngine) -> None:
+    query = "{ __typename }"
+    async with gateway(database_url, engine, max_query_bytes=256) as http:
+        assert await assert_served(http, query.ljust(256)) == TYPENAME
+        await assert_refused(http, query.ljust(257), "The document is larger than 256 bytes.")
+        # Bytes, not characters: 129 two-byte characters in a comment are 150 characters but 272 bytes.
+        multibyte = query + "\n#" + "é" * 129
+        assert len(multibyte) < 256 < len(multibyte.encode())
+        await assert_refused(http, multibyte, "The document is larger than 256 bytes.")
+
+
+async def test_max_query_depth(database_url: str, engine: AsyncEngine) -> None:
+    async with gateway(database_url, engine, max_query_depth=3) as http:
+        body = await assert_served(http, "{ instances { edges { node { name } } } }")
+        assert body == {"data": {"instances": {"edges": []}}}
+        await assert_refused(
+            http,
+            "query Deep { instances { edges { node { events { actor } } } } }",
+            "'Deep' exceeds maximum operation depth of 3",
+        )
+        # Fragments do not hide depth.
+        await assert_refused(
+            http,
+            "query Deep { instances { edges { ...E } } }"
+            " fragment E on InstanceEdge { node { events { actor } } }",
+            "'Deep' exceeds maximum operation depth of 3",
+        )
+
+
+async def test_max_aliases(database_url: str, engine: AsyncEngine) -> None:
+    async with gateway(database_url, engine, max_aliases=2) as http:
+        body = await assert_served(http, "{ a: __typename b: __typename }")
+        assert body == {"data": {"a": "Query", "b": "Query"}}
+        await assert_refused(
+            http, "{ a: __typename b: __typename c: __typename }", "3 aliases found. Allowed: 2"
+        )
+
+
+async def test_max_tokens(database_url: str, engine: AsyncEngine) -> None:
+    def fields(count: int) -> str:
+        return "{ " + "__typename " * count + "}"  # count + 2 tokens
+
+    async with gateway(database_url, engine, max_tokens=100) as http:
+        assert await assert_served(http, fields(98)) == TYPENAME
+        await assert_refused(
+            http, fields(99), "Syntax Error: Document contains more than 100 tokens. Parsing aborted."
+        )
+
+
+# A tiny schema with every operation type, so the method rules are tested before the gateway has mutations.
+
+
+@strawberry.type
+class Counter:
+    value: int = 0
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def count(self, info: strawberry.Info[Counter, None]) -> int:
+        return info.context.value
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    def increment(self, info: strawberry.Info[Counter, None]) -> int:
+        info.context.value += 1
+        return info.context.value
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription
+    async def ticks(self) -> AsyncIterator[int]:
+        yield 1
+
+
+def tiny_endpoint(counter: Counter) -> httpx.AsyncClient:
+    async def context(_: Request) -> Counter:
+        return counter
+
+    schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription)
+    endpoint = GraphQLHTTP(schema, context, body_limit=4096, graphiql=False)
+    return client_for(Starlette(routes=[Route("/graphql", endpoint.handle, methods=["GET", "POST"])]))
+
+
+async def test_mutation_over_get_is_refused_and_not_run() -> None:
+    counter = Counter()
+    async with tiny_endpoint(counter) as http:
+        for accept in (GRAPHQL_RESPONSE, "application/json"):
+            response = await http.get(
+                "/graphql", params={"query": "mutation { increment }"}, headers={"accept": accept}
+            )
+            assert response.status_code == 405
+            assert response.headers["allow"] == "POST"
+            assert response.json()["errors"] == [
+                {
+                    "message": "Mutations are only accepted over POST.",
+                    "extensions": {"code": "METHOD_NOT_ALLOWED"},
+                }
+            ]
+        assert counter.value == 0
+
+        # operationName decides: the query of a mixed document runs over GET, its mutation does not.
+        document = "query Read { count } mutation Bump { increment }"
+        read = await http.get("/graphql", params={"query": document, "operationName": "Read"})
+        assert read.status_code == 200
+        assert read.json() == {"data": {"count": 0}}
+        bump = await http.get("/graphql", params={"query": document, "operationName": "Bump"})
+        assert bump.status_code == 405
+        assert counter.value == 0
+
+        posted = await http.post("/graphql", json={"query": document, "operationName": "Bump"})
+        assert posted.status_code == 200
+        assert posted.json() == {"data": {"increment": 1}}
+        assert counter.value == 1
+
+
+async def test_subscriptions_are_not_served_over_http() -> None:
+    async with tiny_endpoint(Counter()) as http:
+        response = await http.post("/graphql", json={"query": "subscription { ticks }"})
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["message"] == "subscription operations are not served over HTTP."
