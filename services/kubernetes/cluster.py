@@ -159,11 +159,16 @@ class TerraformCluster:
         else:
             func, args = self._custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, PLURAL)
         async with watch.Watch() as stream:
-            with _api_errors("watch terraforms"):
-                async for event in stream.stream(func, *args, **kwargs):
-                    if not isinstance(event, dict) or "type" not in event:
-                        raise ClusterError(f"watch terraforms: malformed event {str(event)[:200]!r}")
-                    yield {"type": event["type"], "object": event["raw_object"]}
+            try:
+                with _api_errors("watch terraforms"):
+                    async for event in stream.stream(func, *args, **kwargs):
+                        if not isinstance(event, dict) or "type" not in event:
+                            raise ClusterError(f"watch terraforms: malformed event {str(event)[:200]!r}")
+                        yield {"type": event["type"], "object": event["raw_object"]}
+            except ClusterError:
+                raise
+            except Exception as exc:  # Watch raises bare Exception on a body it cannot parse
+                raise ClusterError(f"watch terraforms: {exc!s:.300}") from exc
 
 
 async def connect(kubeconfig: str | Path | None = None, *, context: str | None = None) -> TerraformCluster:

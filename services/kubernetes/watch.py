@@ -102,16 +102,13 @@ async def watch_terraforms(
     health = health or WatchHealth()
     backoff = backoff or Backoff()
     loop = _ListWatch(source, on_event, namespace, label_selector, health, backoff, timeout_seconds)
-    resource_version: str | None = None
     while True:
         try:
-            if resource_version is None:
-                resource_version = await loop.list()
-            resource_version = await loop.watch_from(resource_version)
+            await loop.watch(loop.resource_version or await loop.list())
         except (ClusterError, ConsumerFailed) as exc:
             health.connected, health.last_error = False, str(exc)
             if isinstance(exc, ConsumerFailed):
-                resource_version = None
+                loop.resource_version = None
             delay = backoff.next_delay()
             logger.warning("terraform watch: %s; retrying in %.2fs", exc, delay)
             await asyncio.sleep(delay)
@@ -127,6 +124,7 @@ class _ListWatch:
     health: WatchHealth
     backoff: Backoff
     timeout_seconds: int
+    resource_version: str | None = None  # where the next watch continues; None: list first
 
     async def list(self) -> str:
         items, resource_version = await self.source.list(self.label_selector, namespace=self.namespace)
@@ -137,10 +135,10 @@ class _ListWatch:
         await self._deliver("SYNC", listed)
         return resource_version
 
-    async def watch_from(self, resource_version: str) -> str | None:
-        """One watch request; the resourceVersion to continue from, or None after 410 Gone."""
+    async def watch(self, since: str) -> None:
+        """One watch request from `since`, advancing `resource_version`; 410 Gone resets it to None."""
         stream = self.source.watch(
-            resource_version=resource_version,
+            resource_version=since,
             label_selector=self.label_selector,
             namespace=self.namespace,
             timeout_seconds=self.timeout_seconds,
@@ -149,20 +147,20 @@ class _ListWatch:
             async with aclosing(stream):
                 async for event in stream:
                     kind, obj = event["type"], event["object"]
-                    resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
-                    self._heard(resource_version)
+                    seen = (obj.get("metadata") or {}).get("resourceVersion")
+                    self._heard(seen or since)
                     if kind in ("ADDED", "MODIFIED", "DELETED"):
                         await self._deliver(kind, obj)
                     elif kind != "BOOKMARK":
                         logger.warning("terraform watch: ignoring event type %r", kind)
         except ClusterError as exc:
-            if exc.status == 410:
-                logger.info("terraform watch: resourceVersion %s is gone; listing again", resource_version)
-                return None
-            raise
-        return resource_version
+            if exc.status != 410:
+                raise
+            logger.info("terraform watch: resourceVersion %s is gone; listing again", self.resource_version)
+            self.resource_version = None
 
     def _heard(self, resource_version: str) -> None:
+        self.resource_version = resource_version
         self.health.heard(resource_version)
         self.backoff.reset()  # the API answered: the next failure starts from the shortest delay
 
