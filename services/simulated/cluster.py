@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from services.kubernetes.cluster import ClusterError, TerraformConflict
 from services.kubernetes.outputs import parse_outputs
 from services.kubernetes.terraform_object import API_VERSION, KIND, MANAGED_SELECTOR, instance_id_of
-from services.simulated import tofu_controller as tofu
+from services.simulated import tofu_script as tofu
 from services.simulated.failures import FailurePlan
 from services.simulated.selectors import parse_selector
 
@@ -206,9 +206,10 @@ class SimulatedCluster:
             for item in backlog:
                 if namespace in (None, item.namespace) and matches(_labels(item.obj)):
                     yield {"type": item.type, "object": copy.deepcopy(item.obj)}
-            while (remaining := deadline - loop.time()) > 0:
+            while True:
                 try:
-                    queued = await asyncio.wait_for(queue.get(), remaining)
+                    async with asyncio.timeout_at(deadline):  # unlike wait_for, no extra task per wait
+                        queued = await queue.get()
                 except TimeoutError:
                     return
                 if isinstance(queued, _Event):
