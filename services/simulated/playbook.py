@@ -120,6 +120,6 @@ def run_log(task_id: int, environment: Mapping[str, str], *, fails: bool) -> lis
     notify += [
         "PLAY RECAP " + "*" * 69,
         f"{host:<32}: {recap}",
-        f"{'localhost':<32}: ok=2    changed=1    unreachable=0    failed=0    skipped=0",
+        f"{'localhost':<32}: ok=2 changed=1 unreachable=0 failed=0 skipped=0 rescued=0 ignored=0",
     ]
     return [preparing, hardening, collector, notify]
