@@ -207,6 +207,22 @@ def gateway_variants(app: Any) -> tuple[Call, dict[str, Call]]:
         nodes = [{name: getattr(item, column) for name, column in columns} for item in (await page()).items]
         return orjson.dumps({"data": {"instances": {"nodes": nodes}}})
 
+    from sqlalchemy import select
+
+    from services.db.engine import make_sessionmaker
+    from services.db.models import Instance as InstanceRow
+
+    sessions = make_sessionmaker(runtime.engine)
+    narrow = (
+        select(*[getattr(InstanceRow, column) for column in FIELDS.values()])
+        .order_by(InstanceRow.created_at.desc(), InstanceRow.id.desc())
+        .limit(PAGE_SIZE)
+    )
+
+    async def narrow_select() -> object:
+        async with sessions() as session:
+            return (await session.execute(narrow)).all()
+
     async def prepare() -> None:
         class Info:
             def __init__(self) -> None:
@@ -218,6 +234,7 @@ def gateway_variants(app: Any) -> tuple[Call, dict[str, Call]]:
         roots["dicts"] = {"instances": {"nodes": nodes}}
 
     return prepare, {
+        "the baseline's 12-column SELECT alone (same engine, no HTTP)": narrow_select,
         "service page(): SQL, 26-column records, cursors": page,
         "page() + Instance.from_record x100": wrap,
         "schema.execute, gateway schema as built today": lambda: execute("today"),
