@@ -438,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckFailed as error:
         print(f"query_list: check failed: {error}", file=sys.stderr)
     except TimeoutError:
-        print(f"query_list: gave up after {args.time_limit:.0f} s (--time-limit)", file=sys.stderr)
+        print(f"query_list: gave up after {args.time_limit:g} s (--time-limit)", file=sys.stderr)
     return 1
 
 
