@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The linters of deploy/ live in a venv of their own: checkov pins old versions of shared packages.
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed-$(shell cat deploy/requirements-lint.txt | cksum | cut -d' ' -f1)
 
 .PHONY: dev test lint typecheck check schema bench clean
 
@@ -15,8 +18,14 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)
 	$(BIN)/opencsp-gateway dev
 
-test: $(STAMP) tests/node/node_modules/.package-lock.json
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP) $(DEPLOY_STAMP) tests/node/node_modules/.package-lock.json
+	OPENCSP_DEPLOY_TOOLS_REQUIRED=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(DEPLOY_STAMP): deploy/requirements-lint.txt
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet -r deploy/requirements-lint.txt
+	rm -f $(DEPLOY_VENV)/.installed-* && touch $(DEPLOY_STAMP)
 
 tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund
@@ -37,4 +46,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/query_list.py
 
 clean:
-	rm -rf $(VENV) .opencsp .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) tests/node/node_modules .opencsp .pytest_cache .mypy_cache .ruff_cache

@@ -7,49 +7,86 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from gateway.authn import CHALLENGE, Unauthenticated, authenticate
 from gateway.bootstrap import Runtime, document_limits
-from gateway.graphql_http import GraphQLHTTP
-from gateway.health import database_check, healthz, readyz
+from gateway.graphql_http import GraphQLHTTP, GraphQLRequest, RequestError
+from gateway.health import Check, database_check, healthz, readyz
+from gateway.introspection import is_introspection_only
+from gateway.webhooks import semaphore_webhook
 from gateway.websocket import GraphQLWebSocket
 from schema.build import build_schema
 from schema.context import Context
-from services.instances.visibility import Visibility
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def create_app(runtime: Runtime, *, own_runtime: bool = True) -> Starlette:
+def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool = True) -> Starlette:
+    """`own_runtime`: the app starts the runtime's background work and closes it at shutdown."""
     settings = runtime.settings
     schema = build_schema(document_limits(settings))
 
-    async def http_context(_: Request) -> Context:
-        return Context.create(runtime.services, Visibility.everything())
+    async def http_context(request: Request, graphql_request: GraphQLRequest) -> Context:
+        try:
+            principal = await authenticate(runtime.verifier, request.headers.get("authorization"))
+        except Unauthenticated as error:
+            if settings.public_introspection and is_introspection_only(graphql_request.query):
+                return Context.create(runtime.services, None)
+            raise RequestError(401, str(error), {"WWW-Authenticate": CHALLENGE}) from None
+        return Context.create(runtime.services, principal)
 
     async def websocket_context(_: WebSocket) -> Context:
-        return Context.create(runtime.services, Visibility.everything())
+        return Context.create(runtime.services, None)
 
     graphql_http = GraphQLHTTP(
         schema, http_context, body_limit=settings.max_body_bytes, graphiql=settings.graphiql
     )
-    graphql_ws = GraphQLWebSocket(schema, websocket_context, max_subscriptions=20, init_timeout=10)
+    graphql_ws = GraphQLWebSocket(
+        schema,
+        websocket_context,
+        verifier=runtime.verifier,
+        max_subscriptions=settings.max_subscriptions_per_connection,
+        init_timeout=settings.websocket_init_timeout_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if own_runtime:
+            await runtime.start(background=background)
         try:
             yield
         finally:
             if own_runtime:
                 await runtime.aclose()
 
+    async def jwks_loaded() -> bool:
+        return runtime.keys.loaded or await runtime.keys.refresh()
+
+    async def watch_connected() -> bool:
+        return not own_runtime or not background or runtime.lifecycle.watch_health.connected
+
+    checks: dict[str, Check] = {
+        "database": database_check(runtime.engine),
+        "jwks": jwks_loaded,
+        "cluster_watch": watch_connected,
+    }
     routes = [
         Route("/graphql", graphql_http.handle, methods=ALL_METHODS),
         WebSocketRoute("/graphql", graphql_ws),
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz({"database": database_check(runtime.engine)}), methods=["GET"]),
+        Route("/readyz", readyz(checks), methods=["GET"]),
+        Route("/webhooks/semaphore", semaphore_webhook(runtime), methods=["POST"]),
     ]
+    if runtime.dev_issuer is not None:
+        issuer = runtime.dev_issuer
+
+        async def dev_jwks(_: Request) -> Response:
+            return JSONResponse(issuer.jwks())
+
+        routes.append(Route("/dev/jwks", dev_jwks, methods=["GET"]))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = runtime
     return app

@@ -2,39 +2,164 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.settings import Settings
+from gateway.settings import DEV_DIR, Settings
 from schema.limits import DocumentLimits
+from services.auth.dev_issuer import DevIssuer
+from services.auth.jwks import KeySetCache
+from services.auth.permissions import DEFAULT_POLICY
+from services.auth.tokens import TokenVerifier
 from services.catalog import Catalog
 from services.container import PageLimits, Services
 from services.db.engine import make_engine, make_sessionmaker
+from services.events.bus import EventBus, InProcessBus
+from services.instances.configuration import Configuration, ConfigurationSettings
+from services.instances.internals import Internals
+from services.instances.lifecycle import Lifecycle, Quotas
+from services.instances.ports import Cluster, TaskRunner
+from services.instances.provisioning import Provisioning, TerraformSettings
 from services.instances.reading import InstanceReader
+from services.instances.store import InstanceStore, Quota
+
+logger = logging.getLogger(__name__)
+
+DEV_ISSUER = "http://opencsp-gateway.dev.localhost"
+DEV_PROJECT_ID = "opencsp-dev"
 
 
 @dataclass(slots=True)
 class Runtime:
-    """Everything one process owns and must close on shutdown."""
+    """Everything one process owns, starts and must close on shutdown."""
 
     settings: Settings
     engine: AsyncEngine
     services: Services
+    bus: EventBus
+    keys: KeySetCache
+    verifier: TokenVerifier
+    cluster: Cluster
+    runner: TaskRunner
+    dev_issuer: DevIssuer | None = None
+    _background: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return self.services.lifecycle
+
+    async def start(self, *, background: bool = True) -> None:
+        """Load keys, settle what a previous process left unfinished, then watch and reconcile."""
+        await self.keys.refresh()
+        try:
+            await self.lifecycle.reconcile()
+        except Exception:  # an unreachable cluster must not stop the API from serving reads
+            logger.exception("start-up reconcile failed; the periodic reconcile will retry")
+        if background:
+            self._background = asyncio.create_task(self.lifecycle.run(), name="lifecycle")
 
     async def aclose(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._background
+        await self.lifecycle.close()
+        await self.cluster.close()
+        await self.runner.aclose()
+        await self.keys.aclose()
         await self.engine.dispose()
 
 
-def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> Runtime:
+async def build_runtime(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    cluster: Cluster | None = None,
+    runner: TaskRunner | None = None,
+    keys: KeySetCache | None = None,
+) -> Runtime:
+    """Wire a process. Peers not given are made from settings: simulations in dev mode, else real."""
     engine = engine or make_engine(settings.database_url, pool_size=settings.database_pool_size)
-    sessions = make_sessionmaker(engine)
+    issuer = dev_issuer() if settings.dev_mode else None
+    cluster = cluster or await _cluster(settings)
+    runner = runner or _runner(settings)
+    keys = keys or _keys(settings, issuer)
+    bus = InProcessBus()
+    catalog = Catalog(settings.flavors, settings.images)
+    store = InstanceStore(engine, bus)
+    configuration = Configuration(
+        store,
+        runner,
+        ConfigurationSettings(
+            timeout=settings.configuration_timeout_seconds,
+            min_poll=min(1.0, settings.configuration_timeout_seconds),
+            start_retry=min(2.0, settings.configuration_timeout_seconds),
+        ),
+    )
+    provisioning = Provisioning(
+        store,
+        cluster,
+        catalog,
+        TerraformSettings(
+            namespace=settings.terraform_namespace,
+            source_kind=settings.terraform_source_kind,
+            source_name=settings.terraform_source_name,
+            source_namespace=settings.terraform_source_namespace,
+            vars_secret=settings.terraform_vars_secret,
+            interval=settings.terraform_interval,
+        ),
+        configuration,
+    )
+    lifecycle = Lifecycle(
+        store=store,
+        cluster=cluster,
+        provisioning=provisioning,
+        configuration=configuration,
+        catalog=catalog,
+        quotas=Quotas(
+            user=Quota(
+                settings.quota_user_instances, settings.quota_user_cpu, settings.quota_user_memory_mib
+            ),
+            org=Quota(settings.quota_org_instances, settings.quota_org_cpu, settings.quota_org_memory_mib),
+        ),
+        reconcile_interval=settings.reconcile_interval_seconds,
+    )
     services = Services(
-        catalog=Catalog(settings.flavors, settings.images),
-        instances=InstanceReader(sessions),
+        catalog=catalog,
+        instances=InstanceReader(make_sessionmaker(engine)),
+        lifecycle=lifecycle,
+        internals=Internals(provisioning, configuration),
         page_limits=PageLimits(default=settings.default_page_size, maximum=settings.max_page_size),
     )
-    return Runtime(settings=settings, engine=engine, services=services)
+    verifier = TokenVerifier(
+        keys=keys,
+        issuer=DEV_ISSUER if settings.dev_mode else settings.oidc_issuer,
+        audiences=[DEV_PROJECT_ID] if settings.dev_mode else settings.audiences,
+        project_id=DEV_PROJECT_ID if settings.dev_mode else settings.oidc_project_id,
+        policy=settings.rbac_policy or DEFAULT_POLICY,
+        admin_org_id=settings.oidc_admin_org_id,
+        algorithms=settings.oidc_algorithms,
+        leeway=settings.oidc_leeway_seconds,
+        max_token_bytes=settings.oidc_max_token_bytes,
+        cache_size=settings.oidc_token_cache_size,
+    )
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        services=services,
+        bus=bus,
+        keys=keys,
+        verifier=verifier,
+        cluster=cluster,
+        runner=runner,
+        dev_issuer=issuer,
+    )
 
 
 def document_limits(settings: Settings) -> DocumentLimits:
@@ -43,4 +168,59 @@ def document_limits(settings: Settings) -> DocumentLimits:
         max_depth=settings.max_query_depth,
         max_aliases=settings.max_aliases,
         max_tokens=settings.max_tokens,
+    )
+
+
+def dev_issuer(directory: Path = DEV_DIR) -> DevIssuer:
+    """The local issuer of dev mode, its key kept in `directory` so tokens survive restarts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return DevIssuer(directory=directory, issuer=DEV_ISSUER, project_id=DEV_PROJECT_ID)
+
+
+def _keys(settings: Settings, issuer: DevIssuer | None) -> KeySetCache:
+    if issuer is not None:
+        # Dev mode trusts its own issuer only, and reads its key set in memory, not over the network.
+        transport = httpx.MockTransport(lambda _: httpx.Response(200, json=issuer.jwks()))
+        return KeySetCache(
+            jwks_url=f"{DEV_ISSUER}/oauth/v2/keys", http=httpx.AsyncClient(transport=transport)
+        )
+    return KeySetCache(
+        jwks_url=settings.oidc_jwks_url,
+        issuer=settings.oidc_issuer or None,
+        min_refresh_interval=settings.oidc_jwks_min_refresh_seconds,
+    )
+
+
+async def _cluster(settings: Settings) -> Cluster:
+    if settings.dev_mode:
+        from services.simulated.cluster import SimulatedCluster
+
+        return SimulatedCluster(
+            step_delay=settings.dev_step_seconds,
+            fail_provisioning_prefix=settings.dev_fail_provisioning_prefix,
+        )
+    from services.kubernetes.cluster import connect
+
+    return await connect(settings.kubeconfig)
+
+
+def _runner(settings: Settings) -> TaskRunner:
+    if settings.dev_mode:
+        from services.simulated.semaphore import SimulatedSemaphore
+
+        return SimulatedSemaphore(
+            step_delay=settings.dev_step_seconds, fail_configuring_prefix=settings.dev_fail_configuring_prefix
+        )
+    from services.semaphore.client import SemaphoreClient
+
+    missing = settings.missing_for_serve()
+    if missing or not (settings.semaphore_url and settings.semaphore_token):
+        raise ValueError(f"Semaphore is not configured: {', '.join(missing)}")
+    assert settings.semaphore_project_id is not None
+    assert settings.semaphore_template_id is not None
+    return SemaphoreClient(
+        settings.semaphore_url,
+        settings.semaphore_token.get_secret_value(),
+        project_id=settings.semaphore_project_id,
+        template_id=settings.semaphore_template_id,
     )

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import uvicorn
 
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.startup import StartupError, check_revision, migrate
+from services.kubernetes.cluster import ClusterError
 
 
 def fail(message: str) -> NoReturn:
@@ -30,6 +31,11 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     dev.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     commands.add_parser("schema", help="print the GraphQL schema (SDL)")
+    token = commands.add_parser("token", help="print a token of dev mode's local issuer")
+    token.add_argument("--role", default="admin", help="viewer, user, operator or admin (default: admin)")
+    token.add_argument("--sub", default=None, help="the user id (default: dev-<role>)")
+    token.add_argument("--org", default=None, help="the user's org id (default: dev-org)")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default: 3600)")
     return root
 
 
@@ -48,6 +54,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
             settings = load_settings(**overrides)
             serve(settings)
+        elif args.command == "token":
+            from gateway.bootstrap import dev_issuer
+            from gateway.dev import dev_settings
+
+            dev_settings()
+            if args.ttl <= 0:
+                raise StartupError("--ttl must be a positive number of seconds")
+            issuer = dev_issuer()
+            print(issuer.issue(args.role, sub=args.sub or f"dev-{args.role}", org=args.org, ttl=args.ttl))
         elif args.command == "dev":
             from gateway.dev import run_dev
 
@@ -57,12 +72,39 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def serve(settings: Settings) -> None:
+    missing = settings.missing_for_serve()
+    if missing:
+        raise StartupError(f"{', '.join(missing)}: required to serve (or run `opencsp-gateway dev`)")
+    asyncio.run(check_revision(settings))
+    run_server(settings)
+
+
+def run_server(settings: Settings) -> None:
+    """Build the runtime and serve it on one event loop, so pools and clients live where they are used."""
     from gateway.app import create_app
     from gateway.bootstrap import build_runtime
 
-    asyncio.run(check_revision(settings))
-    app = create_app(build_runtime(settings))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=True)
+    async def main() -> None:
+        try:
+            runtime = await build_runtime(settings)
+        except ClusterError as error:
+            raise StartupError(str(error)) from None
+        app = create_app(runtime)
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level="info", proxy_headers=True, lifespan="on"
+        )
+        await uvicorn.Server(config).serve()
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(main())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":

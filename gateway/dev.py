@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 
-import uvicorn
-
 from gateway.settings import DEV_DIR, Settings, load_settings
 from gateway.startup import StartupError, migrate
 
@@ -20,17 +18,32 @@ def dev_settings(**overrides: object) -> Settings:
         raise StartupError(
             "dev mode runs on its own SQLite file; unset OPENCSP_DATABASE_URL (it names PostgreSQL)"
         )
+    if settings.oidc_issuer or settings.oidc_jwks_url:
+        raise StartupError(
+            "dev mode trusts only its local token issuer; unset OPENCSP_OIDC_ISSUER and OPENCSP_OIDC_JWKS_URL"
+        )
     return settings
 
 
 def run_dev(*, host: str, port: int) -> None:
-    from gateway.app import create_app
-    from gateway.bootstrap import build_runtime
+    from gateway.cli import run_server
 
     os.makedirs(DEV_DIR, exist_ok=True)
     settings = dev_settings(host=host, port=port)
     asyncio.run(migrate(settings))
-    app = create_app(build_runtime(settings))
     url = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}/graphql"  # noqa: S104
     print(f"\nOpenCSP Gateway (dev mode) — GraphiQL: {url}\n", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    print_tokens(settings)
+    run_server(settings)
+
+
+def print_tokens(settings: Settings) -> None:
+    """Ready-to-paste tokens, one per role; GraphiQL's headers tab takes {"Authorization": "Bearer …"}."""
+    from gateway.bootstrap import dev_issuer
+
+    issuer = dev_issuer()
+    print("Tokens (valid 12 h; `opencsp-gateway token --role R` makes more):")
+    for role in ("viewer", "user", "operator", "admin"):
+        token = issuer.issue(role, sub=f"dev-{role}", name=f"Dev {role.title()}", ttl=12 * 3600)
+        print(f'  {role:<8} {{"Authorization": "Bearer {token}"}}')
+    print(flush=True)

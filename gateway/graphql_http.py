@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
-ContextFactory = Callable[[Request], Awaitable[Any]]
+# Builds the request's context; may raise RequestError (401 for a missing or bad token).
+ContextFactory = Callable[[Request, "GraphQLRequest"], Awaitable[Any]]
 
 
 class RequestError(Exception):
@@ -171,6 +172,7 @@ def _is_request_error(result: ExecutionResult) -> bool:
 # `extensions.code` of a transport error, so clients can branch without parsing the message.
 _CODES = {
     400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
     405: "METHOD_NOT_ALLOWED",
     406: "NOT_ACCEPTABLE",
     413: "PAYLOAD_TOO_LARGE",
@@ -214,7 +216,7 @@ class GraphQLHTTP:
             )
         try:
             graphql_request = await parse_request(request, self.body_limit)
-            context = await self.context_factory(request)
+            context = await self.context_factory(request, graphql_request)
             result = await self._execute(request.method, graphql_request, context)
         except RequestError as error:
             return Response(

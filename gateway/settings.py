@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.auth.permissions import PolicyError, parse_policy
+from services.auth.tokens import ASYMMETRIC_ALGORITHMS
 from services.catalog import DEFAULT_FLAVORS, DEFAULT_IMAGES, Flavor, Image
 
 DEV_DIR = Path(".opencsp")
@@ -41,11 +43,60 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=20, ge=1)
     graphiql: bool = True
 
+    # Authentication: ZITADEL (or the local issuer of dev mode). See docs/SECURITY.md.
+    oidc_issuer: str = ""
+    oidc_project_id: str = ""
+    oidc_audience: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    oidc_jwks_url: str | None = None
+    oidc_algorithms: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA"]
+    )
+    oidc_admin_org_id: str | None = None
+    oidc_leeway_seconds: int = Field(default=60, ge=0, le=300)
+    oidc_max_token_bytes: int = Field(default=8192, ge=1024)
+    oidc_token_cache_size: int = Field(default=10_000, ge=0)
+    oidc_jwks_min_refresh_seconds: float = Field(default=30.0, ge=1)
+    rbac_policy: Annotated[dict[str, frozenset[str]] | None, NoDecode] = None
+    public_introspection: bool = False
+    max_subscriptions_per_connection: int = Field(default=20, ge=1)
+    websocket_init_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # The cluster: where instances' Terraform objects live and what they build from.
+    kubeconfig: str | None = None
+    terraform_namespace: str = "opencsp-instances"
+    terraform_source_kind: Literal["GitRepository", "OCIRepository"] = "GitRepository"
+    terraform_source_name: str = "opencsp-modules"
+    terraform_source_namespace: str = "flux-system"
+    terraform_vars_secret: str = "proxmox-credentials"  # noqa: S105 (a Secret's name)
+    terraform_interval: str = Field(default="10m", pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
+
+    # Semaphore: the post-provisioning task and its webhook hint.
+    semaphore_url: str | None = None
+    semaphore_token: SecretStr | None = None
+    semaphore_project_id: int | None = Field(default=None, ge=1)
+    semaphore_template_id: int | None = Field(default=None, ge=1)
+    webhook_secret: SecretStr | None = None
+    configuration_timeout_seconds: float = Field(default=1800.0, gt=0)
+    reconcile_interval_seconds: float = Field(default=60.0, gt=0)
+
+    # Quotas, per user and per org, over instances that are not DELETED.
+    quota_user_instances: int = Field(default=10, ge=0)
+    quota_user_cpu: int = Field(default=32, ge=0)
+    quota_user_memory_mib: int = Field(default=65_536, ge=0)
+    quota_org_instances: int = Field(default=50, ge=0)
+    quota_org_cpu: int = Field(default=128, ge=0)
+    quota_org_memory_mib: int = Field(default=262_144, ge=0)
+
+    # Dev mode's simulated backends.
+    dev_step_seconds: float = Field(default=1.0, ge=0)
+    dev_fail_provisioning_prefix: str = "fail-prov"
+    dev_fail_configuring_prefix: str = "fail-conf"
+
     # The catalog users choose from; JSON lists in the environment.
     flavors: Annotated[list[Flavor], NoDecode] = Field(default_factory=lambda: list(DEFAULT_FLAVORS))
     images: Annotated[list[Image], NoDecode] = Field(default_factory=lambda: list(DEFAULT_IMAGES))
 
-    @field_validator("flavors", "images", mode="before")
+    @field_validator("flavors", "images", "oidc_audience", "oidc_algorithms", mode="before")
     @classmethod
     def _parse_json_list(cls, value: object) -> object:
         if isinstance(value, str | bytes):
@@ -55,6 +106,28 @@ class Settings(BaseSettings):
                 return orjson.loads(value)
             except orjson.JSONDecodeError as exc:
                 raise ValueError(f"not valid JSON ({exc})") from None
+        return value
+
+    @field_validator("rbac_policy", mode="before")
+    @classmethod
+    def _parse_policy(cls, value: object) -> object:
+        if value is None or value == "":
+            return None
+        try:
+            return dict(parse_policy(value))  # type: ignore[arg-type]
+        except PolicyError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - ASYMMETRIC_ALGORITHMS)
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} not allowed; choose from {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}"
+            )
+        if not value:
+            raise ValueError("must name at least one algorithm")
         return value
 
     @field_validator("database_url")
@@ -79,6 +152,23 @@ class Settings(BaseSettings):
     @property
     def uses_postgres(self) -> bool:
         return self.database_url.startswith("postgresql")
+
+    @property
+    def audiences(self) -> list[str]:
+        return self.oidc_audience or ([self.oidc_project_id] if self.oidc_project_id else [])
+
+    def missing_for_serve(self) -> list[str]:
+        """Settings `serve` cannot run without (dev mode brings its own)."""
+        required = {
+            "OPENCSP_OIDC_ISSUER": self.oidc_issuer,
+            "OPENCSP_OIDC_PROJECT_ID": self.oidc_project_id,
+            "OPENCSP_SEMAPHORE_URL": self.semaphore_url,
+            "OPENCSP_SEMAPHORE_TOKEN": self.semaphore_token,
+            "OPENCSP_SEMAPHORE_PROJECT_ID": self.semaphore_project_id,
+            "OPENCSP_SEMAPHORE_TEMPLATE_ID": self.semaphore_template_id,
+            "OPENCSP_WEBHOOK_SECRET": self.webhook_secret,
+        }
+        return [name for name, value in required.items() if not value]
 
 
 class SettingsError(Exception):

@@ -1,40 +1,126 @@
-"""GraphQL over websockets (`graphql-transport-ws`, legacy `graphql-ws`), served by Strawberry's handlers."""
+"""GraphQL over websockets (`graphql-transport-ws`, legacy `graphql-ws`), served by Strawberry's handlers.
+
+Both protocols authenticate at `connection_init` (`{"authorization": "Bearer …"}` in its payload, the key
+in any letter case). A bad token closes the socket with 4403 and a reason; nothing is served before the
+ack (Strawberry closes with 4401 on a subscribe before it); an open socket is closed with 4401 when its
+token expires, because a dashboard must not outlive the authority it was opened with.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.websockets import WebSocket
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ConnectionInitMessage as LegacyConnectionInitMessage,
+)
 
+from gateway.authn import Unauthenticated, authenticate, authorization_of
 from schema.context import Context
+from services.auth.tokens import TokenVerifier
+
+BAD_TOKEN = 4403
+EXPIRED = 4401
+_CONTEXT = "opencsp.context"
+_REASON_BYTES = 120  # a close frame's reason must stay under 123 bytes
+
+
+def _reason(text: str) -> str:
+    return text.encode()[:_REASON_BYTES].decode(errors="ignore")
+
+
+class _Authenticating:
+    """Checks the token before Strawberry acknowledges the connection."""
+
+    view: Any  # GraphQLWebSocket; typed loosely as Strawberry's handlers type it
+    context: Context
+    websocket: Any
+
+    async def _admit(self, payload: object) -> bool:
+        params = payload if isinstance(payload, dict) else None
+        try:
+            principal = await authenticate(self.view.verifier, authorization_of(params))
+        except Unauthenticated as error:
+            await self.websocket.close(code=BAD_TOKEN, reason=_reason(str(error)))
+            return False
+        self.context.authenticate(principal)
+        self.view.close_at_expiry(self.context, principal.expires_at)
+        return True
+
+
+class TransportWSHandler(_Authenticating, BaseGraphQLTransportWSHandler[Context, None]):
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        if self.connection_init_received or await self._admit(message.get("payload")):
+            await super().handle_connection_init(message)
+
+
+class LegacyWSHandler(_Authenticating, BaseGraphQLWSHandler[Context, None]):
+    async def handle_connection_init(self, message: LegacyConnectionInitMessage) -> None:
+        if self.connection_acknowledged:
+            return  # a second init changes nothing, in particular not the principal
+        if await self._admit(message.get("payload")):
+            await super().handle_connection_init(message)
 
 
 class GraphQLWebSocket(GraphQL[Context, None]):
     """Only the websocket half of Strawberry's ASGI view; HTTP is `gateway.graphql_http`."""
+
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(
         self,
         schema: Any,
         context_factory: Callable[[WebSocket], Awaitable[Context]],
         *,
+        verifier: TokenVerifier,
         max_subscriptions: int,
         init_timeout: float,
+        keep_alive_interval: float = 15.0,
     ) -> None:
         super().__init__(
             schema,
             graphql_ide=None,
             keep_alive=True,
-            keep_alive_interval=15,
+            keep_alive_interval=keep_alive_interval,
             connection_init_wait_timeout=timedelta(seconds=init_timeout),
             max_subscriptions_per_connection=max_subscriptions,
         )
+        self.verifier = verifier
         self._context_factory = context_factory
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            context = scope.get(_CONTEXT)
+            if isinstance(context, Context) and context.expiry is not None:
+                context.expiry.cancel()
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         assert isinstance(request, WebSocket)
-        return await self._context_factory(request)
+        context = await self._context_factory(request)
+        context.websocket = request
+        request.scope[_CONTEXT] = context
+        return context
+
+    def close_at_expiry(self, context: Context, expires_at: datetime) -> None:
+        async def close_when_expired() -> None:
+            await asyncio.sleep(max(0.0, (expires_at - datetime.now(UTC)).total_seconds()))
+            socket = context.websocket
+            if isinstance(socket, WebSocket) and socket.application_state is WebSocketState.CONNECTED:
+                with contextlib.suppress(RuntimeError):
+                    await socket.close(code=EXPIRED, reason="token expired")
+
+        context.expiry = asyncio.create_task(close_when_expired(), name="close socket at token expiry")

@@ -11,10 +11,23 @@ from strawberry.types import ExecutionContext
 
 from resolvers.catalog import resolve_catalog
 from resolvers.instances import resolve_instance, resolve_instances
+from resolvers.me import resolve_me
+from resolvers.mutations import create_instance, delete_instance, retry_instance, sync_instances
 from schema.context import Context
 from schema.errors import is_public
 from schema.limits import DocumentLimits, extensions
-from schema.types import Catalog, Instance, InstanceConnection, InstanceFilter
+from schema.permissions import requires
+from schema.types import (
+    Catalog,
+    CreateInstanceInput,
+    Instance,
+    InstanceConnection,
+    InstanceFilter,
+    InstancePayload,
+    Me,
+    SyncReport,
+)
+from services.auth.permissions import ADMIN_SYNC, INSTANCE_CREATE, INSTANCE_DELETE, INSTANCE_RETRY
 
 
 @strawberry.type
@@ -41,6 +54,46 @@ class Query:
     def catalog(self, info: strawberry.Info[Context, None]) -> Catalog:
         return resolve_catalog(info)
 
+    @strawberry.field(description="Who you are and what you may do.")
+    def me(self, info: strawberry.Info[Context, None]) -> Me:
+        return resolve_me(info)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(
+        description="Order a virtual machine; it starts PENDING.", extensions=requires(INSTANCE_CREATE)
+    )
+    async def create_instance(
+        self, info: strawberry.Info[Context, None], input: CreateInstanceInput
+    ) -> InstancePayload:
+        return await create_instance(info, input)
+
+    @strawberry.mutation(
+        description="Delete an instance (yours; any of your org's with instance:delete:org).",
+        extensions=requires(INSTANCE_DELETE),
+    )
+    async def delete_instance(
+        self, info: strawberry.Info[Context, None], id: strawberry.ID
+    ) -> InstancePayload:
+        return await delete_instance(info, id)
+
+    @strawberry.mutation(
+        description="Try a FAILED instance again from the phase that failed.",
+        extensions=requires(INSTANCE_RETRY),
+    )
+    async def retry_instance(
+        self, info: strawberry.Info[Context, None], id: strawberry.ID
+    ) -> InstancePayload:
+        return await retry_instance(info, id)
+
+    @strawberry.mutation(
+        description="Reconcile the database with the cluster and report what differed.",
+        extensions=requires(ADMIN_SYNC),
+    )
+    async def sync_instances(self, info: strawberry.Info[Context, None]) -> SyncReport:
+        return await sync_instances(info)
+
 
 class GatewaySchema(strawberry.Schema):
     def process_errors(
@@ -53,7 +106,7 @@ class GatewaySchema(strawberry.Schema):
 
 
 def build_schema(limits: DocumentLimits | None = None) -> strawberry.Schema:
-    return GatewaySchema(query=Query, extensions=extensions(limits or DocumentLimits()))
+    return GatewaySchema(query=Query, mutation=Mutation, extensions=extensions(limits or DocumentLimits()))
 
 
 def schema_sdl() -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from strawberry.dataloader import DataLoader
 
+from services.auth.principal import Principal
 from services.container import Services
+from services.instances.access import visibility_of
 from services.instances.records import InstanceEventRecord, InstanceRecord
 from services.instances.visibility import Visibility
 
@@ -37,11 +40,28 @@ class Loaders:
 @dataclass(slots=True)
 class Context:
     services: Services
+    principal: Principal | None
     visibility: Visibility
     loaders: Loaders
     # Set by the websocket protocols from `connection_init`.
     connection_params: dict[str, Any] | None = field(default=None)
+    # A websocket connection's socket and the timer that closes it when its token expires.
+    websocket: Any = field(default=None)
+    expiry: asyncio.Task[None] | None = field(default=None)
 
     @classmethod
-    def create(cls, services: Services, visibility: Visibility) -> Context:
-        return cls(services=services, visibility=visibility, loaders=Loaders.create(services, visibility))
+    def create(cls, services: Services, principal: Principal | None) -> Context:
+        """No principal (public introspection) sees no rows at all."""
+        visibility = visibility_of(principal) if principal is not None else Visibility()
+        return cls(
+            services=services,
+            principal=principal,
+            visibility=visibility,
+            loaders=Loaders.create(services, visibility),
+        )
+
+    def authenticate(self, principal: Principal) -> None:
+        """A websocket learns its principal at connection_init, after the context exists."""
+        self.principal = principal
+        self.visibility = visibility_of(principal)
+        self.loaders = Loaders.create(self.services, self.visibility)

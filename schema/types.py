@@ -7,6 +7,8 @@ from typing import Annotated
 
 import strawberry
 
+from schema.permissions import requires
+from services.auth.permissions import INSTANCE_READ_INTERNALS, INSTANCE_READ_NETWORK
 from services.catalog import Flavor as FlavorModel
 from services.catalog import Image as ImageModel
 from services.db.models import InstanceStatus as InstanceStatusValue
@@ -68,6 +70,33 @@ class InstanceEvent:
         )
 
 
+@strawberry.type(description="A Terraform object of tofu-controller and its Ready condition.")
+class TerraformStatus:
+    name: str
+    namespace: str
+    exists: bool
+    ready: str | None = strawberry.field(description="The Ready condition's status: True, False or Unknown.")
+    reason: str | None
+    message: str | None
+
+
+@strawberry.type(description="An Ansible Semaphore task; status and output are read from Semaphore.")
+class SemaphoreTask:
+    id: int
+
+    @strawberry.field
+    async def status(self, info: strawberry.Info) -> str:
+        from resolvers.internals import resolve_task_status
+
+        return await resolve_task_status(info, self.id)
+
+    @strawberry.field(description="The task's log (its newest 64 KiB).")
+    async def output(self, info: strawberry.Info) -> str:
+        from resolvers.internals import resolve_task_output
+
+        return await resolve_task_output(info, self.id)
+
+
 @strawberry.type(description="A virtual machine on the platform.")
 class Instance:
     id: strawberry.ID
@@ -84,14 +113,35 @@ class Instance:
     status: InstanceStatus  # type: ignore[valid-type]
     status_reason: str | None
     status_message: str | None
-    ip_address: str | None
-    hostname: str | None
-    node: str | None
+    ip_address: str | None = strawberry.field(extensions=requires(INSTANCE_READ_NETWORK))
+    hostname: str | None = strawberry.field(extensions=requires(INSTANCE_READ_NETWORK))
+    node: str | None = strawberry.field(
+        extensions=requires(INSTANCE_READ_INTERNALS), description="The Proxmox node the VM runs on."
+    )
     created_at: datetime
     updated_at: datetime
     active_at: datetime | None
     deleted_at: datetime | None
     version: int
+    record: strawberry.Private[InstanceRecord]
+
+    @strawberry.field(
+        description="The instance's Terraform object as the cluster reports it.",
+        extensions=requires(INSTANCE_READ_INTERNALS),
+    )
+    async def terraform(self, info: strawberry.Info) -> TerraformStatus | None:
+        from resolvers.internals import resolve_terraform
+
+        return await resolve_terraform(info, self.record)
+
+    @strawberry.field(
+        description="The post-provisioning task in Semaphore, once started.",
+        extensions=requires(INSTANCE_READ_INTERNALS),
+    )
+    async def semaphore_task(self, info: strawberry.Info) -> SemaphoreTask | None:
+        if self.record.semaphore_task_id is None:
+            return None
+        return SemaphoreTask(id=self.record.semaphore_task_id)
 
     @strawberry.field(description="The newest status transitions, oldest first.")
     async def events(
@@ -128,6 +178,7 @@ class Instance:
             active_at=record.active_at,
             deleted_at=record.deleted_at,
             version=record.version,
+            record=record,
         )
 
 
@@ -162,3 +213,54 @@ class InstanceFilter:
     include_deleted: bool = strawberry.field(
         default=True, description="Whether DELETED instances are listed when no status is given."
     )
+
+
+@strawberry.type(description="A validation, policy or quota failure of a mutation.")
+class UserError:
+    field: str | None = strawberry.field(description="The input field at fault, if one is.")
+    message: str
+    code: str
+
+
+@strawberry.type
+class InstancePayload:
+    instance: Instance | None
+    user_errors: list[UserError]
+
+
+@strawberry.input
+class CreateInstanceInput:
+    name: str = strawberry.field(description="A DNS label, unique among your org's live instances.")
+    flavor: str
+    image: str
+    ssh_public_key: str | None = None
+    description: str | None = None
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="Send the same key again to get the first result, never a second instance."
+    )
+
+
+@strawberry.type(description="What an admin sync found and fixed.")
+class SyncReport:
+    objects_without_rows: list[str] = strawberry.field(description="Terraform objects no instance owns.")
+    rows_without_objects: list[strawberry.ID] = strawberry.field(
+        description="Live instances whose Terraform object is missing."
+    )
+    transitions: int = strawberry.field(description="Instances whose state the sync corrected.")
+
+
+@strawberry.type
+class OrgRoles:
+    org_id: str
+    roles: list[str]
+
+
+@strawberry.type(description="The caller, as its token says.")
+class Me:
+    sub: str
+    name: str
+    email: str
+    org_id: str
+    roles: list[OrgRoles]
+    permissions: list[str] = strawberry.field(description="What you may do in your own org.")
+    token_expires_at: datetime

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.catalog import Catalog
+from services.instances.internals import Internals
+from services.instances.lifecycle import Lifecycle
 from services.instances.reading import InstanceReader
 
 
@@ -18,4 +20,6 @@ class PageLimits:
 class Services:
     catalog: Catalog
     instances: InstanceReader
+    lifecycle: Lifecycle
+    internals: Internals
     page_limits: PageLimits

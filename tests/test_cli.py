@@ -37,7 +37,7 @@ def test_schema_snapshot_is_current() -> None:
     assert printed.stdout == committed
 
 
-@pytest.mark.parametrize("command", ["serve", "migrate", "dev", "schema"])
+@pytest.mark.parametrize("command", ["serve", "migrate", "dev", "schema", "token"])
 def test_every_command_has_help(command: str) -> None:
     result = run(command, "--help")
     assert result.returncode == 0
@@ -74,8 +74,29 @@ def test_a_bad_setting_stops_start_up_with_one_line(
     assert "Traceback" not in result.stderr
 
 
+SERVE_ENV = {
+    "OPENCSP_OIDC_ISSUER": "https://issuer.example",
+    "OPENCSP_OIDC_PROJECT_ID": "project-1",
+    "OPENCSP_SEMAPHORE_URL": "http://127.0.0.1:1",
+    "OPENCSP_SEMAPHORE_TOKEN": "t",
+    "OPENCSP_SEMAPHORE_PROJECT_ID": "1",
+    "OPENCSP_SEMAPHORE_TEMPLATE_ID": "1",
+    "OPENCSP_WEBHOOK_SECRET": "s",
+}
+
+
+def test_serve_names_every_missing_required_setting(tmp_path: Path) -> None:
+    result = run("serve", env={"OPENCSP_OIDC_ISSUER": "https://issuer.example"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "opencsp-gateway: OPENCSP_OIDC_PROJECT_ID, OPENCSP_SEMAPHORE_URL, OPENCSP_SEMAPHORE_TOKEN, "
+        "OPENCSP_SEMAPHORE_PROJECT_ID, OPENCSP_SEMAPHORE_TEMPLATE_ID, OPENCSP_WEBHOOK_SECRET: "
+        "required to serve (or run `opencsp-gateway dev`)"
+    )
+
+
 def test_serve_refuses_an_unmigrated_database_and_migrate_fixes_it(tmp_path: Path) -> None:
-    env = {"OPENCSP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/gw.db", "OPENCSP_PORT": "1"}
+    env = {**SERVE_ENV, "OPENCSP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/gw.db", "OPENCSP_PORT": "1"}
     refused = run("serve", env=env, cwd=tmp_path)
     assert refused.returncode == 2
     assert "run `opencsp-gateway migrate` first" in refused.stderr
@@ -91,6 +112,25 @@ def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("opencsp-gateway: cannot reach the database")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dev_mode_refuses_an_external_issuer(tmp_path: Path) -> None:
+    result = run("dev", env={"OPENCSP_OIDC_ISSUER": "https://zitadel.example"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "dev mode trusts only its local token issuer" in result.stderr
+
+
+def test_token_prints_a_dev_token_for_the_role(tmp_path: Path) -> None:
+    result = run(
+        "token", "--role", "operator", "--sub", "alice", "--org", "acme", "--ttl", "60", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert token.count(".") == 2
+    assert (tmp_path / ".opencsp" / "dev-issuer-key.json").exists()
+    refused = run("token", "--ttl", "0", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "--ttl must be a positive number of seconds" in refused.stderr
 
 
 def test_dev_mode_refuses_postgresql(tmp_path: Path) -> None:

@@ -23,6 +23,19 @@ def free_port() -> int:
         return port
 
 
+def dev_token(cwd: Path, role: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", "from gateway.cli import main; main()", "token", "--role", role],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return result.stdout.strip()
+
+
 @pytest.fixture
 def dev_server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
@@ -54,11 +67,18 @@ def dev_server(tmp_path: Path) -> Iterator[str]:
     assert (tmp_path / ".opencsp" / "gateway.db").exists()
 
 
-def test_dev_serves_graphiql_and_answers_the_catalog(dev_server: str) -> None:
+def test_dev_serves_graphiql_and_answers_the_catalog(dev_server: str, tmp_path: Path) -> None:
     page = httpx.get(f"{dev_server}/graphql", headers={"accept": "text/html"})
     assert page.status_code == 200
     assert "graphiql" in page.text.lower()
-    answer = httpx.post(f"{dev_server}/graphql", json={"query": "{ catalog { flavors { name } } }"})
+    refused = httpx.post(f"{dev_server}/graphql", json={"query": "{ catalog { flavors { name } } }"})
+    assert refused.status_code == 401
+    token = dev_token(tmp_path, "viewer")
+    answer = httpx.post(
+        f"{dev_server}/graphql",
+        json={"query": "{ catalog { flavors { name } } }"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert answer.status_code == 200
     assert answer.json() == {
         "data": {"catalog": {"flavors": [{"name": n} for n in ("small", "medium", "large", "xlarge")]}}

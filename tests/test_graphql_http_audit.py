@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 
+from tests.conftest import Issuer
 from tests.support.servers import serve
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -22,7 +24,7 @@ INSTALLED = NODE_DIR / "node_modules" / ".package-lock.json"
 FULL_SUITE = 61
 
 
-async def run_audits(url: str) -> tuple[int, list[dict[str, Any]], str]:
+async def run_audits(url: str, authorization: str) -> tuple[int, list[dict[str, Any]], str]:
     node = shutil.which("node")
     assert node, "Node.js is needed for the GraphQL-over-HTTP audits; install it and run `make test`."
     assert INSTALLED.exists(), (
@@ -34,6 +36,7 @@ async def run_audits(url: str) -> tuple[int, list[dict[str, Any]], str]:
         str(SCRIPT),
         url,
         cwd=NODE_DIR,
+        env={**os.environ, "AUDIT_AUTHORIZATION": authorization},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -43,9 +46,10 @@ async def run_audits(url: str) -> tuple[int, list[dict[str, Any]], str]:
     return process.returncode, results, stderr.decode()
 
 
-async def test_every_graphql_over_http_audit_is_ok(app: Starlette) -> None:
+async def test_every_graphql_over_http_audit_is_ok(app: Starlette, issuer: Issuer) -> None:
     async with serve(app) as base_url:
-        returncode, results, stderr = await run_audits(f"{base_url}/graphql")
+        authorization = issuer.headers("viewer")["Authorization"]
+        returncode, results, stderr = await run_audits(f"{base_url}/graphql", authorization)
 
     failed = [r for r in results if r["status"] != "ok"]
     report = "\n".join(

@@ -13,20 +13,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
-from gateway.app import create_app
-from gateway.bootstrap import build_runtime
 from gateway.graphql_http import GraphQLHTTP
-from gateway.settings import Settings
+from tests.conftest import AppFactory, Issuer
 from tests.support.servers import serve
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 TYPENAME = {"query": "{ __typename }"}
-
-
-def gateway(database_url: str, engine: AsyncEngine, **overrides: Any) -> Starlette:
-    """The real app over the test database, with some settings changed."""
-    settings = Settings(database_url=database_url, _env_file=None, **overrides)  # type: ignore[call-arg]
-    return create_app(build_runtime(settings, engine=engine), own_runtime=False)
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:
@@ -167,12 +159,10 @@ async def test_unacceptable_accept_gets_406(client: httpx.AsyncClient) -> None:
         }
 
 
-async def test_body_over_the_limit_with_content_length_gets_413(
-    database_url: str, engine: AsyncEngine
-) -> None:
-    app = gateway(database_url, engine, max_body_bytes=1024)
+async def test_body_over_the_limit_with_content_length_gets_413(make_app: AppFactory, issuer: Issuer) -> None:
+    app = await make_app(max_body_bytes=1024)
     body = b'{"query": "{ __typename }"' + b" " * 2048 + b"}"
-    async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+    async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url, headers=issuer.headers()) as http:
         response = await http.post("/graphql", content=body, headers={"content-type": "application/json"})
         assert response.request.headers["content-length"] == str(len(body))
         assert response.status_code == 413
@@ -184,8 +174,8 @@ async def test_body_over_the_limit_with_content_length_gets_413(
         assert (await http.post("/graphql", json=TYPENAME)).status_code == 200
 
 
-async def test_chunked_body_over_the_limit_gets_413(database_url: str, engine: AsyncEngine) -> None:
-    app = gateway(database_url, engine, max_body_bytes=1024)
+async def test_chunked_body_over_the_limit_gets_413(make_app: AppFactory, issuer: Issuer) -> None:
+    app = await make_app(max_body_bytes=1024)
 
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"query": "{ __typename }"'
@@ -208,14 +198,14 @@ async def test_chunked_body_over_the_limit_gets_413(database_url: str, engine: A
         assert error_of(response)["message"] == "The request body is larger than 1024 bytes."
 
 
-async def test_chunked_body_within_the_limit_is_served(database_url: str, engine: AsyncEngine) -> None:
-    app = gateway(database_url, engine, max_body_bytes=1024)
+async def test_chunked_body_within_the_limit_is_served(make_app: AppFactory, issuer: Issuer) -> None:
+    app = await make_app(max_body_bytes=1024)
 
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"query": '
         yield b'"{ __typename }"}'
 
-    async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+    async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url, headers=issuer.headers()) as http:
         response = await http.post("/graphql", content=chunks(), headers={"content-type": "application/json"})
         assert "content-length" not in response.request.headers
         assert response.status_code == 200
@@ -229,8 +219,8 @@ async def test_graphiql_is_served_to_browsers(client: httpx.AsyncClient) -> None
     assert "graphiql" in response.text.lower()
 
 
-async def test_graphiql_is_not_served_when_disabled(database_url: str, engine: AsyncEngine) -> None:
-    app = gateway(database_url, engine, graphiql=False)
+async def test_graphiql_is_not_served_when_disabled(make_app: AppFactory, issuer: Issuer) -> None:
+    app = await make_app(graphiql=False)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
         response = await http.get("/graphql", headers={"accept": "text/html"})
         assert response.status_code == 406

@@ -10,28 +10,22 @@ from typing import Any
 
 import httpx
 import strawberry
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
-from gateway.app import create_app
-from gateway.bootstrap import build_runtime
 from gateway.graphql_http import GraphQLHTTP
-from gateway.settings import Settings
+from tests.conftest import AppFactory, Issuer
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 TYPENAME = {"data": {"__typename": "Query"}}
 
 
-def client_for(app: Starlette) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
-
-
-def gateway(database_url: str, engine: AsyncEngine, **limits: Any) -> httpx.AsyncClient:
-    """A client of the real app whose settings carry the given (small) limits."""
-    settings = Settings(database_url=database_url, _env_file=None, **limits)  # type: ignore[call-arg]
-    return client_for(create_app(build_runtime(settings, engine=engine), own_runtime=False))
+def client_for(app: Starlette, issuer: Issuer | None = None) -> httpx.AsyncClient:
+    headers = issuer.headers("viewer") if issuer else None
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway", headers=headers
+    )
 
 
 async def post(http: httpx.AsyncClient, query: str, accept: str = GRAPHQL_RESPONSE) -> httpx.Response:
@@ -62,7 +56,7 @@ def padded_body(size: int) -> bytes:
     return head + b" " * (size - len(head) - len(tail)) + tail
 
 
-async def test_max_body_bytes(database_url: str, engine: AsyncEngine) -> None:
+async def test_max_body_bytes(make_app: AppFactory, issuer: Issuer) -> None:
     json_headers = {"content-type": "application/json"}
 
     def chunked(body: bytes) -> AsyncIterator[bytes]:
@@ -72,7 +66,7 @@ async def test_max_body_bytes(database_url: str, engine: AsyncEngine) -> None:
 
         return chunks()
 
-    async with gateway(database_url, engine, max_body_bytes=1024) as http:
+    async with client_for(await make_app(max_body_bytes=1024), issuer) as http:
         # Declared with Content-Length, then streamed without it: both paths count the same bytes.
         for content in (padded_body, lambda size: chunked(padded_body(size))):
             at_limit = await http.post("/graphql", content=content(1024), headers=json_headers)
@@ -89,9 +83,9 @@ async def test_max_body_bytes(database_url: str, engine: AsyncEngine) -> None:
             ]
 
 
-async def test_max_query_bytes(database_url: str, engine: AsyncEngine) -> None:
+async def test_max_query_bytes(make_app: AppFactory, issuer: Issuer) -> None:
     query = "{ __typename }"
-    async with gateway(database_url, engine, max_query_bytes=256) as http:
+    async with client_for(await make_app(max_query_bytes=256), issuer) as http:
         assert await assert_served(http, query.ljust(256)) == TYPENAME
         await assert_refused(http, query.ljust(257), "The document is larger than 256 bytes.")
         # Bytes, not characters: 129 two-byte characters in a comment are 150 characters but 272 bytes.
@@ -100,8 +94,8 @@ async def test_max_query_bytes(database_url: str, engine: AsyncEngine) -> None:
         await assert_refused(http, multibyte, "The document is larger than 256 bytes.")
 
 
-async def test_max_query_depth(database_url: str, engine: AsyncEngine) -> None:
-    async with gateway(database_url, engine, max_query_depth=3) as http:
+async def test_max_query_depth(make_app: AppFactory, issuer: Issuer) -> None:
+    async with client_for(await make_app(max_query_depth=3), issuer) as http:
         body = await assert_served(http, "{ instances { edges { node { name } } } }")
         assert body == {"data": {"instances": {"edges": []}}}
         await assert_refused(
@@ -118,8 +112,8 @@ async def test_max_query_depth(database_url: str, engine: AsyncEngine) -> None:
         )
 
 
-async def test_max_aliases(database_url: str, engine: AsyncEngine) -> None:
-    async with gateway(database_url, engine, max_aliases=2) as http:
+async def test_max_aliases(make_app: AppFactory, issuer: Issuer) -> None:
+    async with client_for(await make_app(max_aliases=2), issuer) as http:
         body = await assert_served(http, "{ a: __typename b: __typename }")
         assert body == {"data": {"a": "Query", "b": "Query"}}
         await assert_refused(
@@ -127,11 +121,11 @@ async def test_max_aliases(database_url: str, engine: AsyncEngine) -> None:
         )
 
 
-async def test_max_tokens(database_url: str, engine: AsyncEngine) -> None:
+async def test_max_tokens(make_app: AppFactory, issuer: Issuer) -> None:
     def fields(count: int) -> str:
         return "{ " + "__typename " * count + "}"  # count + 2 tokens
 
-    async with gateway(database_url, engine, max_tokens=100) as http:
+    async with client_for(await make_app(max_tokens=100), issuer) as http:
         assert await assert_served(http, fields(98)) == TYPENAME
         await assert_refused(
             http, fields(99), "Syntax Error: Document contains more than 100 tokens. Parsing aborted."
@@ -169,7 +163,7 @@ class Subscription:
 
 
 def tiny_endpoint(counter: Counter) -> httpx.AsyncClient:
-    async def context(_: Request) -> Counter:
+    async def context(_: Request, __: object) -> Counter:
         return counter
 
     schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription)

@@ -10,6 +10,7 @@ import pytest
 import websockets
 from starlette.applications import Starlette
 
+from tests.conftest import Issuer
 from tests.support.servers import serve
 
 
@@ -26,10 +27,10 @@ async def receive(socket: Any) -> dict[str, Any]:
             return message
 
 
-async def test_graphql_transport_ws_runs_a_query(ws_url: str) -> None:
+async def test_graphql_transport_ws_runs_a_query(ws_url: str, issuer: Issuer) -> None:
     async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"]) as socket:  # type: ignore[list-item]
         assert socket.subprotocol == "graphql-transport-ws"
-        await socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        await socket.send(json.dumps({"type": "connection_init", "payload": issuer.headers("viewer")}))
         assert await receive(socket) == {"type": "connection_ack"}
         await socket.send(
             json.dumps(
@@ -42,10 +43,10 @@ async def test_graphql_transport_ws_runs_a_query(ws_url: str) -> None:
         assert await receive(socket) == {"id": "1", "type": "complete"}
 
 
-async def test_legacy_graphql_ws_serves_subscriptions_only(ws_url: str) -> None:
+async def test_legacy_graphql_ws_serves_subscriptions_only(ws_url: str, issuer: Issuer) -> None:
     async with websockets.connect(ws_url, subprotocols=["graphql-ws"]) as socket:  # type: ignore[list-item]
         assert socket.subprotocol == "graphql-ws"
-        await socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        await socket.send(json.dumps({"type": "connection_init", "payload": issuer.headers("viewer")}))
         assert await receive(socket) == {"type": "connection_ack"}
         await socket.send(
             json.dumps({"id": "1", "type": "start", "payload": {"query": "{ catalog { flavors { name } } }"}})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,6 +20,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from services.kubernetes.outputs import parse_outputs
 from services.kubernetes.terraform_object import GROUP, MANAGED_SELECTOR, PLURAL, VERSION, instance_id_of
+
+RECONCILE_ANNOTATION = "reconcile.fluxcd.io/requestedAt"
 
 
 class ClusterError(Exception):
@@ -107,6 +110,15 @@ class TerraformCluster:
         except ClusterError as exc:
             if exc.status != 404:
                 raise
+
+    async def request_reconcile(self, namespace: str, name: str) -> None:
+        """Ask tofu-controller to reconcile now (Flux's `reconcile.fluxcd.io/requestedAt` annotation),
+        as `flux reconcile` does: a retry should not wait for the object's interval."""
+        body = {"metadata": {"annotations": {RECONCILE_ANNOTATION: datetime.now(UTC).isoformat()}}}
+        with _api_errors(f"annotate terraform {namespace}/{name}"):
+            await self._custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+                GROUP, VERSION, namespace, PLURAL, name, body, _content_type="application/merge-patch+json"
+            )
 
     async def read_outputs(self, namespace: str, secret_name: str) -> dict[str, Any] | None:
         """The module's outputs (see `outputs.parse_outputs`), or None while the Secret does not exist."""

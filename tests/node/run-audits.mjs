@@ -2,6 +2,9 @@
 //
 //   node run-audits.mjs http://127.0.0.1:PORT/graphql
 //
+// With AUDIT_AUTHORIZATION set (e.g. "Bearer <token>"), every request carries it as its Authorization
+// header: the gateway answers 401 before any GraphQL work to a request without a valid token.
+//
 // Prints one JSON line per audit: {"id", "name", "status", "reason"?, "responseStatus"?, "responseBody"?}.
 // Exits 0 only when every audit is "ok"; 1 when any is "notice", "warn" or "error"; 2 on a usage error.
 // The audits run one after another so a failure's response is easy to match to its request.
@@ -17,8 +20,12 @@ if (!url) {
 }
 
 /** fetch with a per-request timeout, so a hung server fails the audit instead of the whole run. */
+const authorization = process.env.AUDIT_AUTHORIZATION;
+
 function fetchFn(input, init = {}) {
-  return fetch(input, { ...init, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+  const headers = new Headers(init.headers ?? (input instanceof Request ? input.headers : undefined));
+  if (authorization) headers.set('authorization', authorization);
+  return fetch(input, { ...init, headers, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
 }
 
 async function describeResponse(response) {

@@ -1,0 +1,40 @@
+"""Bearer tokens at the edge: a request without a valid one is answered 401 before any GraphQL work."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from services.auth.errors import InvalidToken
+from services.auth.principal import Principal
+from services.auth.tokens import TokenVerifier
+
+CHALLENGE = 'Bearer error="invalid_token"'
+
+
+class Unauthenticated(Exception):
+    """No usable token; the message says why in one line and names no key or secret."""
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated("a bearer token is required")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def authorization_of(params: Mapping[str, object] | None) -> str | None:
+    """The token of a websocket's connection_init payload: `authorization`, in any letter case."""
+    for key, value in (params or {}).items():
+        if key.lower() == "authorization" and isinstance(value, str):
+            return value
+    return None
+
+
+async def authenticate(verifier: TokenVerifier, authorization: str | None) -> Principal:
+    token = bearer_token(authorization)
+    try:
+        return await verifier.verify(token)
+    except InvalidToken as error:
+        raise Unauthenticated(f"invalid token: {error}") from None

@@ -1,0 +1,44 @@
+"""`POST /webhooks/semaphore`: a signed hint that a task moved. It only makes the gateway read the task."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.bootstrap import Runtime
+from services.semaphore.webhook import (
+    MAX_BODY_BYTES,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookError,
+    verify_hint,
+)
+
+
+def semaphore_webhook(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
+    secret = runtime.settings.webhook_secret
+
+    async def endpoint(request: Request) -> Response:
+        if secret is None:
+            return JSONResponse({"error": "webhooks are not configured (OPENCSP_WEBHOOK_SECRET)"}, 404)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                return JSONResponse({"error": "body too large"}, 413)
+        try:
+            hint = verify_hint(
+                secret.get_secret_value(),
+                body,
+                request.headers.get(TIMESTAMP_HEADER),
+                request.headers.get(SIGNATURE_HEADER),
+            )
+        except WebhookError as error:
+            return JSONResponse({"error": str(error)}, 401)
+        # The same answer whether or not a task is known: a caller learns nothing about our tasks.
+        await runtime.lifecycle.configuration.hint(hint.task_id)
+        return JSONResponse({"accepted": True}, 202)
+
+    return endpoint
