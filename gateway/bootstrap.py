@@ -21,6 +21,8 @@ from services.catalog import Catalog
 from services.container import PageLimits, Services
 from services.db.engine import make_engine, make_sessionmaker
 from services.events.bus import EventBus, InProcessBus
+from services.events.hub import Hub
+from services.events.postgres_bus import PostgresBus
 from services.instances.configuration import Configuration, ConfigurationSettings
 from services.instances.internals import Internals
 from services.instances.lifecycle import Lifecycle, Quotas
@@ -48,27 +50,36 @@ class Runtime:
     cluster: Cluster
     runner: TaskRunner
     dev_issuer: DevIssuer | None = None
-    _background: asyncio.Task[None] | None = field(default=None, repr=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
     @property
     def lifecycle(self) -> Lifecycle:
         return self.services.lifecycle
 
     async def start(self, *, background: bool = True) -> None:
-        """Load keys, settle what a previous process left unfinished, then watch and reconcile."""
+        """Load keys, start fanning out events, settle what a previous process left unfinished, then
+        watch and reconcile."""
         await self.keys.refresh()
+        self._tasks.append(asyncio.create_task(self.services.hub.run(), name="event hub"))
+        if isinstance(self.bus, PostgresBus):
+            try:
+                await asyncio.wait_for(self.bus.wait_listening(), timeout=10)
+            except TimeoutError:
+                logger.warning("LISTEN for status changes is not up yet; it keeps trying")
         try:
             await self.lifecycle.reconcile()
         except Exception:  # an unreachable cluster must not stop the API from serving reads
             logger.exception("start-up reconcile failed; the periodic reconcile will retry")
         if background:
-            self._background = asyncio.create_task(self.lifecycle.run(), name="lifecycle")
+            self._tasks.append(asyncio.create_task(self.lifecycle.run(), name="lifecycle"))
 
     async def aclose(self) -> None:
-        if self._background is not None:
-            self._background.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._background
+                await task
+        self._tasks.clear()
         await self.lifecycle.close()
         await self.cluster.close()
         await self.runner.aclose()
@@ -90,7 +101,7 @@ async def build_runtime(
     cluster = cluster or await _cluster(settings)
     runner = runner or _runner(settings)
     keys = keys or _keys(settings, issuer)
-    bus = InProcessBus()
+    bus: EventBus = PostgresBus(engine) if engine.dialect.name == "postgresql" else InProcessBus()
     catalog = Catalog(settings.flavors, settings.images)
     store = InstanceStore(engine, bus)
     configuration = Configuration(
@@ -135,6 +146,7 @@ async def build_runtime(
         instances=InstanceReader(make_sessionmaker(engine)),
         lifecycle=lifecycle,
         internals=Internals(provisioning, configuration),
+        hub=Hub(bus, store.get, mailbox_limit=settings.subscription_backlog_limit),
         page_limits=PageLimits(default=settings.default_page_size, maximum=settings.max_page_size),
     )
     verifier = TokenVerifier(

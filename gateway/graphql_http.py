@@ -276,9 +276,16 @@ class GraphQLHTTP:
             body = {"data": result.data}
             if result.errors:
                 body["errors"] = [_format(error) for error in result.errors]
+            if result.data is None and _denied(result):
+                # Denied outright: nothing of the operation could be answered (DESIGN.md).
+                status = 403
         if result.extensions:
             body["extensions"] = result.extensions
         return Response(orjson.dumps(body), status, media_type=f"{media_type}; charset=utf-8")
+
+
+def _denied(result: ExecutionResult) -> bool:
+    return any((error.extensions or {}).get("code") == "FORBIDDEN" for error in result.errors or ())
 
 
 def _format(error: GraphQLError) -> dict[str, Any]:

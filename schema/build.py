@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Annotated
 
 import strawberry
@@ -13,6 +14,7 @@ from resolvers.catalog import resolve_catalog
 from resolvers.instances import resolve_instance, resolve_instances
 from resolvers.me import resolve_me
 from resolvers.mutations import create_instance, delete_instance, retry_instance, sync_instances
+from resolvers.subscriptions import instance_status_changed, instance_status_changes
 from schema.context import Context
 from schema.errors import is_public
 from schema.limits import DocumentLimits, extensions
@@ -24,7 +26,9 @@ from schema.types import (
     InstanceConnection,
     InstanceFilter,
     InstancePayload,
+    InstanceStatusEvent,
     Me,
+    StatusChangeFilter,
     SyncReport,
 )
 from services.auth.permissions import ADMIN_SYNC, INSTANCE_CREATE, INSTANCE_DELETE, INSTANCE_RETRY
@@ -95,6 +99,23 @@ class Mutation:
         return await sync_instances(info)
 
 
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="Every status change of one instance.")
+    async def instance_status_changed(
+        self, info: strawberry.Info[Context, None], id: strawberry.ID
+    ) -> AsyncGenerator[InstanceStatusEvent, None]:
+        async for event in instance_status_changed(info, id):
+            yield event
+
+    @strawberry.subscription(description="Status changes of every instance you may see.")
+    async def instance_status_changes(
+        self, info: strawberry.Info[Context, None], filter: StatusChangeFilter | None = None
+    ) -> AsyncGenerator[InstanceStatusEvent, None]:
+        async for event in instance_status_changes(info, filter):
+            yield event
+
+
 class GatewaySchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -106,7 +127,12 @@ class GatewaySchema(strawberry.Schema):
 
 
 def build_schema(limits: DocumentLimits | None = None) -> strawberry.Schema:
-    return GatewaySchema(query=Query, mutation=Mutation, extensions=extensions(limits or DocumentLimits()))
+    return GatewaySchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions(limits or DocumentLimits()),
+    )
 
 
 def schema_sdl() -> str:

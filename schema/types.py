@@ -264,3 +264,19 @@ class Me:
     roles: list[OrgRoles]
     permissions: list[str] = strawberry.field(description="What you may do in your own org.")
     token_expires_at: datetime
+
+
+@strawberry.type(description="An instance changed status.")
+class InstanceStatusEvent:
+    instance: Instance
+    from_status: InstanceStatus | None = strawberry.field(name="from")  # type: ignore[valid-type]
+    to_status: InstanceStatus = strawberry.field(name="to")  # type: ignore[valid-type]
+    reason: str | None
+    at: datetime
+    version: int
+
+
+@strawberry.input(description="Which status changes to receive; all given conditions must hold.")
+class StatusChangeFilter:
+    to: list[InstanceStatus] | None = None  # type: ignore[valid-type]
+    name_contains: str | None = None

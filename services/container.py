@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.catalog import Catalog
+from services.events.hub import Hub
 from services.instances.internals import Internals
 from services.instances.lifecycle import Lifecycle
 from services.instances.reading import InstanceReader
@@ -22,4 +23,5 @@ class Services:
     instances: InstanceReader
     lifecycle: Lifecycle
     internals: Internals
+    hub: Hub
     page_limits: PageLimits

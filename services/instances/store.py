@@ -249,19 +249,24 @@ class InstanceStore:
         message: str | None,
     ) -> StatusChanged:
         at = record.updated_at
-        await connection.execute(
-            insert(InstanceEvent).values(
-                instance_id=record.id,
-                at=at,
-                from_status=from_status,
-                to_status=record.status,
-                reason=record.status_reason,
-                message=message,
-                actor=actor,
-                version=record.version,
+        event_id = (
+            await connection.execute(
+                insert(InstanceEvent)
+                .values(
+                    instance_id=record.id,
+                    at=at,
+                    from_status=from_status,
+                    to_status=record.status,
+                    reason=record.status_reason,
+                    message=message,
+                    actor=actor,
+                    version=record.version,
+                )
+                .returning(InstanceEvent.id)
             )
-        )
+        ).scalar_one()
         event = StatusChanged(
+            event_id=event_id,
             instance_id=record.id,
             org_id=record.org_id,
             owner_sub=record.owner_sub,

@@ -1,0 +1,62 @@
+"""Live status changes, filtered by the subscriber's row-level rules before anything is read."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import strawberry
+
+from resolvers.instances import parse_id
+from schema.context import Context
+from schema.errors import BadUserInput, PublicError
+from schema.types import Instance, InstanceStatusEvent, StatusChangeFilter
+from services.events.hub import StatusUpdate, SubscriptionClosed
+
+
+class SubscriptionEnded(PublicError):
+    code = "SUBSCRIPTION_CLOSED"
+
+
+def _event(update: StatusUpdate) -> InstanceStatusEvent:
+    return InstanceStatusEvent(
+        instance=Instance.from_record(update.instance),
+        from_status=update.event.from_status,
+        to_status=update.event.to_status,
+        reason=update.event.reason,
+        at=update.event.at,
+        version=update.event.version,
+    )
+
+
+async def instance_status_changed(
+    info: strawberry.Info[Context, None], id: strawberry.ID
+) -> AsyncGenerator[InstanceStatusEvent, None]:
+    instance_id = parse_id(id)
+    # Not visible and not existing look the same: both are "no such instance".
+    if instance_id is None or await info.context.loaders.instance.load(instance_id) is None:
+        raise BadUserInput("no such instance")
+    context = info.context
+    with context.services.hub.subscribe(context.visibility, instance_id) as mailbox:
+        try:
+            async for update in mailbox:
+                yield _event(update)
+        except SubscriptionClosed as closed:
+            raise SubscriptionEnded(str(closed)) from None
+
+
+async def instance_status_changes(
+    info: strawberry.Info[Context, None], filter: StatusChangeFilter | None
+) -> AsyncGenerator[InstanceStatusEvent, None]:
+    wanted = set(filter.to or ()) if filter else set()
+    needle = (filter.name_contains or "").lower() if filter else ""
+    context = info.context
+    with context.services.hub.subscribe(context.visibility) as mailbox:
+        try:
+            async for update in mailbox:
+                if wanted and update.event.to_status not in wanted:
+                    continue
+                if needle and needle not in update.instance.name.lower():
+                    continue
+                yield _event(update)
+        except SubscriptionClosed as closed:
+            raise SubscriptionEnded(str(closed)) from None

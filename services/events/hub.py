@@ -1,0 +1,135 @@
+"""Fan-out of status changes to the subscribers of this process.
+
+One listener per process takes every event off the bus, filters subscribers by their row-level rules
+(from the event's org and owner, before any read), re-reads the instance once for all of them, and
+offers the update to each subscriber's mailbox. A mailbox is bounded and, when full, coalesces to the
+newest update per instance, so a slow consumer costs memory bounded by its limit, never by the
+event rate, and never slows the bus or other subscribers. One that falls further behind than its
+limit is closed with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+from services.events.bus import EventBus
+from services.events.model import StatusChanged
+from services.instances.records import InstanceRecord
+from services.instances.visibility import Visibility
+
+logger = logging.getLogger(__name__)
+
+Reader = Callable[[uuid.UUID], Awaitable[InstanceRecord | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    event: StatusChanged
+    instance: InstanceRecord
+
+
+class SubscriptionClosed(Exception):
+    """The hub ended this subscription (the consumer fell behind, or the process is stopping)."""
+
+
+class Mailbox:
+    """One subscriber's pending updates, in order. While the subscriber keeps up it sees every change;
+    once `limit` updates wait, older updates of the same instance are dropped for the newest, and a
+    subscriber still over the limit after that is closed."""
+
+    __slots__ = ("_pending", "_ready", "closed", "instance_id", "limit", "visibility")
+
+    def __init__(self, visibility: Visibility, instance_id: uuid.UUID | None, limit: int) -> None:
+        self.visibility = visibility
+        self.instance_id = instance_id
+        self.limit = limit
+        self.closed: str | None = None
+        self._pending: deque[StatusUpdate] = deque()
+        self._ready = asyncio.Event()
+
+    def wants(self, event: StatusChanged) -> bool:
+        if self.instance_id is not None and event.instance_id != self.instance_id:
+            return False
+        return self.visibility.allows(org_id=event.org_id, owner_sub=event.owner_sub)
+
+    def offer(self, update: StatusUpdate) -> None:
+        if self.closed is not None:
+            return
+        if len(self._pending) >= self.limit:
+            key = update.event.instance_id
+            self._pending = deque(p for p in self._pending if p.event.instance_id != key)
+        self._pending.append(update)
+        if len(self._pending) > self.limit:
+            self.close(f"the subscriber fell more than {self.limit} changes behind; subscribe again")
+        self._ready.set()
+
+    def close(self, reason: str) -> None:
+        if self.closed is None:
+            self.closed = reason
+            self._pending.clear()
+            self._ready.set()
+
+    async def __aiter__(self) -> AsyncIterator[StatusUpdate]:
+        while True:
+            await self._ready.wait()
+            if self.closed is not None:
+                raise SubscriptionClosed(self.closed)
+            if not self._pending:
+                self._ready.clear()
+                continue
+            update = self._pending.popleft()
+            if not self._pending:
+                self._ready.clear()
+            yield update
+
+
+class Hub:
+    def __init__(self, bus: EventBus, read: Reader, *, mailbox_limit: int = 256) -> None:
+        self._bus = bus
+        self._read = read
+        self._mailbox_limit = mailbox_limit
+        self._mailboxes: set[Mailbox] = set()
+        self.delivered = 0
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._mailboxes)
+
+    @contextlib.contextmanager
+    def subscribe(self, visibility: Visibility, instance_id: uuid.UUID | None = None) -> Iterator[Mailbox]:
+        mailbox = Mailbox(visibility, instance_id, self._mailbox_limit)
+        self._mailboxes.add(mailbox)
+        try:
+            yield mailbox
+        finally:
+            self._mailboxes.discard(mailbox)
+
+    async def run(self) -> None:
+        """Take events off the bus until cancelled; a failing read skips one event, never the loop."""
+        try:
+            async for event in self._bus.listen():
+                try:
+                    await self.dispatch(event)
+                except Exception:
+                    logger.exception("dispatching the status change of %s failed", event.instance_id)
+        finally:
+            for mailbox in list(self._mailboxes):
+                mailbox.close("the gateway is shutting down")
+
+    async def dispatch(self, event: StatusChanged) -> None:
+        interested = [mailbox for mailbox in self._mailboxes if mailbox.wants(event)]
+        if not interested:
+            return
+        instance = await self._read(event.instance_id)
+        if instance is None:
+            return
+        update = StatusUpdate(event, instance)
+        for mailbox in interested:
+            mailbox.offer(update)
+        self.delivered += len(interested)

@@ -1,0 +1,162 @@
+"""The bus across replicas: NOTIFY inside the transition's transaction, LISTEN on one connection per process.
+
+PostgreSQL delivers a NOTIFY only when its transaction commits, so an event is published exactly when
+its change becomes visible, to every listening replica, this one included. The listening connection
+reconnects by itself; after a gap it re-reads the events committed meanwhile (with a margin, deduplicated
+by event id) so no subscriber misses a committed change. Payloads are ids and statuses, far below
+NOTIFY's 8000-byte limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+
+import asyncpg
+import orjson
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.db.models import Instance, InstanceEvent, utcnow
+from services.events.model import StatusChanged, from_payload, to_payload
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "opencsp_status_changed"
+CATCH_UP_MARGIN = timedelta(seconds=5)
+RECENT_IDS = 10_000
+
+
+class PostgresBus:
+    def __init__(self, engine: AsyncEngine, *, queue_size: int = 1024, max_backoff: float = 10.0) -> None:
+        self._engine = engine
+        self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._queue_size = queue_size
+        self._max_backoff = max_backoff
+        self._queues: set[asyncio.Queue[StatusChanged]] = set()
+        self._recent: OrderedDict[int, None] = OrderedDict()
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+        self.connected = False
+        self.reconnects = 0
+
+    async def stage(self, connection: AsyncConnection, event: StatusChanged) -> None:
+        payload = orjson.dumps(to_payload(event)).decode()
+        await connection.execute(
+            text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload}
+        )
+
+    def committed(self, event: StatusChanged) -> None:
+        """Nothing to do: LISTEN brings the event back to this process too, once committed."""
+
+    async def listen(self) -> AsyncIterator[StatusChanged]:
+        queue: asyncio.Queue[StatusChanged] = asyncio.Queue(self._queue_size)
+        self._queues.add(queue)
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen_forever(), name="postgres LISTEN")
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._queues.discard(queue)
+            if not self._queues and self._listener is not None:
+                self._listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._listener
+                self._listener = None
+
+    async def wait_listening(self) -> None:
+        """For tests and start-up: returns once LISTEN is in place."""
+        await self._listening.wait()
+
+    async def _listen_forever(self) -> None:
+        gap_since: datetime | None = None
+        delay = 0.2
+        while True:
+            connection: asyncpg.Connection | None = None
+            try:
+                connection = await asyncpg.connect(self._dsn)
+                lost = asyncio.Event()
+                connection.add_termination_listener(lambda _, lost=lost: lost.set())
+                await connection.add_listener(CHANNEL, self._on_notify)
+                if gap_since is not None:
+                    await self._catch_up(gap_since - CATCH_UP_MARGIN)
+                self.connected, delay = True, 0.2
+                self._listening.set()
+                while not lost.is_set():
+                    # A quiet connection can die without a termination callback: probe it now and then.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), timeout=15)
+                    if not lost.is_set():
+                        await connection.execute("SELECT 1")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                logger.warning("event LISTEN connection: %s; reconnecting in %.1fs", error, delay)
+            finally:
+                if self.connected:
+                    gap_since = utcnow()
+                self.connected = False
+                self._listening.clear()
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.close(timeout=2)
+            self.reconnects += 1
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self._max_backoff)
+
+    def _on_notify(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            event = from_payload(orjson.loads(payload))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignored a malformed status notification")
+            return
+        self._deliver(event)
+
+    async def _catch_up(self, since: datetime) -> None:
+        query = (
+            select(
+                InstanceEvent.id,
+                InstanceEvent.instance_id,
+                Instance.org_id,
+                Instance.owner_sub,
+                InstanceEvent.from_status,
+                InstanceEvent.to_status,
+                InstanceEvent.reason,
+                InstanceEvent.at,
+                InstanceEvent.version,
+            )
+            .join(Instance, Instance.id == InstanceEvent.instance_id)
+            .where(InstanceEvent.at >= since)
+            .order_by(InstanceEvent.id)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        for row in rows:
+            self._deliver(
+                StatusChanged(
+                    instance_id=row.instance_id,
+                    org_id=row.org_id,
+                    owner_sub=row.owner_sub,
+                    from_status=row.from_status,
+                    to_status=row.to_status,
+                    reason=row.reason,
+                    at=row.at,
+                    version=row.version,
+                    event_id=row.id,
+                )
+            )
+
+    def _deliver(self, event: StatusChanged) -> None:
+        if event.event_id in self._recent:
+            return
+        self._recent[event.event_id] = None
+        if len(self._recent) > RECENT_IDS:
+            self._recent.popitem(last=False)
+        for queue in self._queues:
+            if queue.full():
+                queue.get_nowait()  # the hub is stalled: drop its oldest rather than block LISTEN
+            queue.put_nowait(event)

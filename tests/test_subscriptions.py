@@ -1,0 +1,160 @@
+"""Live status changes over both websocket protocols, from a real uvicorn server with its lifespan on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from starlette.applications import Starlette
+
+from gateway.app import create_app
+from gateway.bootstrap import Runtime
+from tests.conftest import Issuer
+from tests.support.servers import serve
+
+CREATE = """
+mutation($name: String!) {
+  createInstance(input: {name: $name, flavor: "small", image: "debian-12"}) {
+    instance { id status }
+    userErrors { code message }
+  }
+}
+"""
+CHANGES = "subscription { instanceStatusChanges { instance { id name } from to reason } }"
+
+
+@pytest.fixture
+async def live(runtime: Runtime) -> AsyncIterator[str]:
+    """The gateway with its background work running (event hub, watch, reconcile)."""
+    app: Starlette = create_app(runtime, own_runtime=True)
+    async with serve(app) as base:
+        yield base
+
+
+async def receive(socket: Any, timeout: float = 10) -> dict[str, Any]:
+    while True:
+        message: dict[str, Any] = json.loads(await asyncio.wait_for(socket.recv(), timeout))
+        if message["type"] not in ("ka", "ping", "pong"):
+            return message
+
+
+async def open_transport_ws(base: str, token: str) -> Any:
+    socket = await websockets.connect(
+        base.replace("http://", "ws://") + "/graphql",
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+    )
+    await socket.send(
+        json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+    )
+    assert await receive(socket) == {"type": "connection_ack"}
+    return socket
+
+
+async def create(base: str, issuer: Issuer, name: str, role: str = "user", sub: str = "alice") -> str:
+    async with httpx.AsyncClient(base_url=base, headers=issuer.headers(role, sub=sub)) as http:
+        body = (await http.post("/graphql", json={"query": CREATE, "variables": {"name": name}})).json()
+    assert body["data"]["createInstance"]["userErrors"] == [], body
+    return str(body["data"]["createInstance"]["instance"]["id"])
+
+
+async def test_a_dashboard_sees_the_whole_lifecycle_in_order(live: str, issuer: Issuer) -> None:
+    socket = await open_transport_ws(live, issuer.token("viewer"))
+    try:
+        await socket.send(json.dumps({"id": "all", "type": "subscribe", "payload": {"query": CHANGES}}))
+        await asyncio.sleep(0.2)  # the subscription is registered before the first change
+        instance_id = await create(live, issuer, "web-1")
+        seen: list[tuple[str | None, str]] = []
+        while not seen or seen[-1][1] != "ACTIVE":
+            message = await receive(socket)
+            assert message["type"] == "next", message
+            change = message["payload"]["data"]["instanceStatusChanges"]
+            assert change["instance"] == {"id": instance_id, "name": "web-1"}
+            seen.append((change["from"], change["to"]))
+        assert seen == [
+            (None, "PENDING"),
+            ("PENDING", "PROVISIONING"),
+            ("PROVISIONING", "CONFIGURING"),
+            ("CONFIGURING", "ACTIVE"),
+        ]
+    finally:
+        await socket.close()
+
+
+async def test_row_level_rules_decide_who_receives_a_change(live: str, issuer: Issuer) -> None:
+    bob = await open_transport_ws(live, issuer.token("user", sub="bob"))
+    alice = await open_transport_ws(live, issuer.token("user", sub="alice"))
+    try:
+        for socket in (bob, alice):
+            await socket.send(json.dumps({"id": "s", "type": "subscribe", "payload": {"query": CHANGES}}))
+        await asyncio.sleep(0.2)
+        await create(live, issuer, "alices-vm", sub="alice")
+        first = await receive(alice)
+        assert first["payload"]["data"]["instanceStatusChanges"]["to"] == "PENDING"
+        # Bob may not see Alice's instance: he gets nothing, while his own creation reaches him.
+        await create(live, issuer, "bobs-vm", sub="bob")
+        message = await receive(bob)
+        assert message["payload"]["data"]["instanceStatusChanges"]["instance"]["name"] == "bobs-vm"
+    finally:
+        await bob.close()
+        await alice.close()
+
+
+async def test_field_rules_apply_to_the_payload(live: str, issuer: Issuer) -> None:
+    query = "subscription { instanceStatusChanges { to instance { name ipAddress } } }"
+    socket = await open_transport_ws(live, issuer.token("viewer"))
+    try:
+        await socket.send(json.dumps({"id": "s", "type": "subscribe", "payload": {"query": query}}))
+        await asyncio.sleep(0.2)
+        await create(live, issuer, "net-1")
+        message = await receive(socket)
+        assert message["type"] == "next"
+        assert (
+            message["payload"]["data"] is None
+            or message["payload"]["data"]["instanceStatusChanges"]["instance"]["ipAddress"] is None
+        )
+        assert message["payload"]["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    finally:
+        await socket.close()
+
+
+async def test_one_instance_subscription_and_no_existence_leak(live: str, issuer: Issuer) -> None:
+    theirs = await create(live, issuer, "private-1", sub="carol")
+    socket = await open_transport_ws(live, issuer.token("user", sub="mallory"))
+    try:
+        query = "subscription($id: ID!) { instanceStatusChanged(id: $id) { to } }"
+        payload = {"query": query, "variables": {"id": theirs}}
+        await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+        message = await receive(socket)
+        assert message["type"] == "next"
+        assert message["payload"]["errors"][0]["message"] == "no such instance"
+        assert await receive(socket) == {"id": "1", "type": "complete"}
+        payload = {"query": query, "variables": {"id": "00000000-0000-0000-0000-000000000000"}}
+        await socket.send(json.dumps({"id": "2", "type": "subscribe", "payload": payload}))
+        missing = await receive(socket)
+        assert missing["payload"]["errors"][0]["message"] == "no such instance"
+        assert await receive(socket) == {"id": "2", "type": "complete"}
+    finally:
+        await socket.close()
+
+
+async def test_subscriptions_leave_nothing_behind(live: str, issuer: Issuer, runtime: Runtime) -> None:
+    hub = runtime.services.hub
+    socket = await open_transport_ws(live, issuer.token("viewer"))
+    for n in range(5):
+        await socket.send(json.dumps({"id": str(n), "type": "subscribe", "payload": {"query": CHANGES}}))
+    for _ in range(100):
+        if hub.subscribers == 5:
+            break
+        await asyncio.sleep(0.02)
+    assert hub.subscribers == 5
+    await socket.close()  # the client vanishes without completing its subscriptions
+    for _ in range(200):
+        if hub.subscribers == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert hub.subscribers == 0
