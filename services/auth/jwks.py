@@ -84,6 +84,11 @@ class KeySetCache:
         return self._loaded
 
     @property
+    def http(self) -> httpx.AsyncClient:
+        """The client key sets are fetched with, for the gateway's metrics and tracing hooks."""
+        return self._http
+
+    @property
     def kids(self) -> frozenset[str]:
         return frozenset(self._keys)
 

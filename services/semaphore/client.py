@@ -108,6 +108,11 @@ class SemaphoreClient:
         await self._http.aclose()
 
     @property
+    def http(self) -> httpx.AsyncClient:
+        """The client Semaphore is called with, for the gateway's metrics and tracing hooks."""
+        return self._http
+
+    @property
     def _tasks_path(self) -> str:
         return f"/project/{self.project_id}/tasks"
 
