@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     dev_fail_provisioning_prefix: str = "fail-prov"
     dev_fail_configuring_prefix: str = "fail-conf"
 
+    # Observability: Prometheus at /metrics (unauthenticated), logs, OTLP/HTTP traces when an endpoint is set.
+    metrics: bool = True
+    log_format: Literal["json", "text"] | None = None  # None: text in dev mode, json otherwise
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    otlp_endpoint: str | None = None  # the collector's base URL, e.g. http://otel-collector:4318
+
     # The catalog users choose from; JSON lists in the environment.
     flavors: Annotated[list[Flavor], NoDecode] = Field(default_factory=lambda: list(DEFAULT_FLAVORS))
     images: Annotated[list[Image], NoDecode] = Field(default_factory=lambda: list(DEFAULT_IMAGES))
@@ -149,6 +155,15 @@ class Settings(BaseSettings):
             if len(set(names)) != len(names):
                 raise ValueError(f"{label} has duplicate names")
         return self
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def logs_as(self) -> Literal["json", "text"]:
+        return self.log_format or ("text" if self.dev_mode else "json")
 
     @property
     def uses_postgres(self) -> bool:
