@@ -28,15 +28,25 @@ from services.events.model import StatusChanged, from_payload, to_payload
 logger = logging.getLogger(__name__)
 
 CHANNEL = "opencsp_status_changed"
+# Names the LISTEN connection in pg_stat_activity, so an operator (or a test) can tell it apart.
+APPLICATION_NAME = "opencsp-gateway events"
 CATCH_UP_MARGIN = timedelta(seconds=5)
 RECENT_IDS = 10_000
 
 
 class PostgresBus:
-    def __init__(self, engine: AsyncEngine, *, queue_size: int = 1024, max_backoff: float = 10.0) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        queue_size: int = 1024,
+        min_backoff: float = 0.2,
+        max_backoff: float = 10.0,
+    ) -> None:
         self._engine = engine
         self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._queue_size = queue_size
+        self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._queues: set[asyncio.Queue[StatusChanged]] = set()
         self._recent: OrderedDict[int, None] = OrderedDict()
@@ -76,17 +86,19 @@ class PostgresBus:
 
     async def _listen_forever(self) -> None:
         gap_since: datetime | None = None
-        delay = 0.2
+        delay = self._min_backoff
         while True:
             connection: asyncpg.Connection | None = None
             try:
-                connection = await asyncpg.connect(self._dsn)
+                connection = await asyncpg.connect(
+                    self._dsn, server_settings={"application_name": APPLICATION_NAME}
+                )
                 lost = asyncio.Event()
                 connection.add_termination_listener(lambda _, lost=lost: lost.set())
                 await connection.add_listener(CHANNEL, self._on_notify)
                 if gap_since is not None:
                     await self._catch_up(gap_since - CATCH_UP_MARGIN)
-                self.connected, delay = True, 0.2
+                self.connected, delay = True, self._min_backoff
                 self._listening.set()
                 while not lost.is_set():
                     # A quiet connection can die without a termination callback: probe it now and then.

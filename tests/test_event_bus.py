@@ -1,0 +1,190 @@
+"""The event buses: an event leaves with its transaction's commit, never without it, and the PostgreSQL
+listener survives losing its connection without losing or repeating a committed change.
+
+Rolled-back transitions are real: a database trigger fails the transaction (on PostgreSQL a deferred
+constraint trigger, so it fails at COMMIT, after the NOTIFY was queued).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.db.models import InstanceStatus
+from services.events.bus import EventBus, InProcessBus
+from services.events.model import StatusChanged
+from services.events.postgres_bus import APPLICATION_NAME, PostgresBus
+from services.instances.store import InstanceStore
+from tests.support.factories import insert_instances, instance_row
+
+FAIL = "fail-this-transaction"
+STEPS = [
+    InstanceStatus.PENDING,
+    InstanceStatus.PROVISIONING,
+    InstanceStatus.CONFIGURING,
+    InstanceStatus.ACTIVE,
+]
+
+SQLITE_TRIGGER = f"""
+CREATE TRIGGER fail_marked_events BEFORE INSERT ON instance_events
+WHEN NEW.reason = '{FAIL}' BEGIN SELECT RAISE(ABORT, 'marked to fail'); END
+"""
+POSTGRES_FUNCTION = f"""
+CREATE FUNCTION fail_marked_events() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.reason = '{FAIL}' THEN RAISE EXCEPTION 'marked to fail at commit'; END IF;
+  RETURN NULL;
+END $$
+"""
+POSTGRES_TRIGGER = """
+CREATE CONSTRAINT TRIGGER fail_marked_events AFTER INSERT ON instance_events
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_marked_events()
+"""
+
+
+def bus_for(engine: AsyncEngine, **kw: float) -> EventBus:
+    """The bus the gateway itself picks for this database."""
+    return PostgresBus(engine, **kw) if engine.dialect.name == "postgresql" else InProcessBus()
+
+
+@contextlib.asynccontextmanager
+async def listening(bus: EventBus) -> AsyncIterator[asyncio.Queue[StatusChanged]]:
+    """Pump the bus into a queue the test reads, from the moment the listener is in place."""
+    received: asyncio.Queue[StatusChanged] = asyncio.Queue()
+
+    async def pump() -> None:
+        async for event in bus.listen():
+            received.put_nowait(event)
+
+    task = asyncio.create_task(pump())
+    if isinstance(bus, PostgresBus):
+        await asyncio.wait_for(bus.wait_listening(), timeout=10)
+    else:
+        assert isinstance(bus, InProcessBus)
+        while bus.listeners == 0:
+            await asyncio.sleep(0)
+    try:
+        yield received
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def next_event(received: asyncio.Queue[StatusChanged]) -> StatusChanged:
+    return await asyncio.wait_for(received.get(), timeout=10)
+
+
+async def pending_instance(engine: AsyncEngine, index: int = 0) -> uuid.UUID:
+    row = instance_row(index, status=InstanceStatus.PENDING)
+    await insert_instances(engine, [row])
+    return uuid.UUID(str(row["id"]))
+
+
+async def step(store: InstanceStore, instance_id: uuid.UUID, to: InstanceStatus, reason: str = "ok") -> None:
+    before = STEPS[STEPS.index(to) - 1]
+    record = await store.transition(instance_id, to=to, allowed_from={before}, actor="test", reason=reason)
+    assert record is not None
+    assert record.status is to
+
+
+async def fail_marked_transitions(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            await connection.execute(text(POSTGRES_FUNCTION))
+            await connection.execute(text(POSTGRES_TRIGGER))
+        else:
+            await connection.execute(text(SQLITE_TRIGGER))
+
+
+async def test_an_event_is_published_only_once_its_transition_is_committed(engine: AsyncEngine) -> None:
+    bus = bus_for(engine)
+    store = InstanceStore(engine, bus)
+    instance_id = await pending_instance(engine)
+    await fail_marked_transitions(engine)
+    async with listening(bus) as received:
+        with pytest.raises(DBAPIError, match="marked to fail"):
+            await step(store, instance_id, InstanceStatus.PROVISIONING, reason=FAIL)
+        assert (await store.get(instance_id)).status is InstanceStatus.PENDING  # type: ignore[union-attr]
+
+        await step(store, instance_id, InstanceStatus.PROVISIONING)
+        # Events arrive in commit order, so the rolled-back one would have come first.
+        event = await next_event(received)
+        assert (event.from_status, event.to_status, event.reason) == (
+            InstanceStatus.PENDING,
+            InstanceStatus.PROVISIONING,
+            "ok",
+        )
+        # When a listener hears of a change, any other connection already sees it.
+        async with engine.connect() as other:
+            seen = (
+                await other.execute(
+                    text("SELECT status, version FROM instances WHERE id = :id"),
+                    {"id": instance_id if engine.dialect.name == "postgresql" else instance_id.hex},
+                )
+            ).one()
+        assert (seen.status, seen.version) == ("PROVISIONING", event.version)
+        assert received.empty()
+
+
+@pytest.mark.postgres
+async def test_listen_reconnects_by_itself_and_catches_up_exactly_once(engine: AsyncEngine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    # The first retry waits at least one second: long enough for the changes below to land in the gap.
+    bus = PostgresBus(engine, min_backoff=2.0)
+    store = InstanceStore(engine, bus)
+    first, second = await pending_instance(engine, 0), await pending_instance(engine, 1)
+    async with listening(bus) as received:
+        await step(store, first, InstanceStatus.PROVISIONING)
+        before_gap = await next_event(received)
+
+        async with engine.connect() as admin:
+            killed = (
+                await admin.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = :name AND datname = current_database()"
+                    ),
+                    {"name": APPLICATION_NAME},
+                )
+            ).scalars()
+            assert list(killed) == [True]
+        for _ in range(500):
+            if not bus.connected:
+                break
+            await asyncio.sleep(0.01)
+        assert not bus.connected
+
+        # Committed while nobody listens: their NOTIFYs reach no one.
+        await step(store, first, InstanceStatus.CONFIGURING)
+        await step(store, second, InstanceStatus.PROVISIONING)
+        await step(store, second, InstanceStatus.CONFIGURING)
+        assert not bus.connected, "the listener came back before the gap's changes were committed"
+
+        await asyncio.wait_for(bus.wait_listening(), timeout=10)
+        assert bus.reconnects == 1
+        # A change after the gap is the marker: everything before it has been delivered by then.
+        await step(store, first, InstanceStatus.ACTIVE)
+        after: list[StatusChanged] = []
+        while not after or after[-1].to_status is not InstanceStatus.ACTIVE:
+            after.append(await next_event(received))
+
+    ids = [before_gap.event_id, *(event.event_id for event in after)]
+    assert len(ids) == len(set(ids)), f"an event was delivered twice: {ids}"
+    changes = [(event.instance_id, event.to_status) for event in after]
+    assert sorted(changes[:-1]) == sorted(
+        [
+            (first, InstanceStatus.CONFIGURING),
+            (second, InstanceStatus.PROVISIONING),
+            (second, InstanceStatus.CONFIGURING),
+        ]
+    )
+    assert changes[-1] == (first, InstanceStatus.ACTIVE)
