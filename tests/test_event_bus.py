@@ -49,9 +49,9 @@ DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_marked_events()
 """
 
 
-def bus_for(engine: AsyncEngine, **kw: float) -> EventBus:
+def bus_for(engine: AsyncEngine) -> EventBus:
     """The bus the gateway itself picks for this database."""
-    return PostgresBus(engine, **kw) if engine.dialect.name == "postgresql" else InProcessBus()
+    return PostgresBus(engine) if engine.dialect.name == "postgresql" else InProcessBus()
 
 
 @contextlib.asynccontextmanager
