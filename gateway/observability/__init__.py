@@ -1,0 +1,116 @@
+"""What an operator sees of one app: Prometheus metrics, request-tagged logs, and (optionally) traces.
+
+`Observability.create(settings)` is built by the app factory next to the schema; it hands out the
+middleware, the `/metrics` route and the schema extensions, and hooks onto the runtime's parts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import strawberry
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Route
+from strawberry.extensions import SchemaExtension
+
+from gateway.observability.logs import RequestId
+from gateway.observability.metrics import HTTPMetrics, Metrics, metrics_endpoint
+from schema.metrics import OperationMetrics
+from services.events.bus import EventBus
+from services.events.model import StatusChanged
+
+if TYPE_CHECKING:
+    from gateway.bootstrap import Runtime
+    from gateway.observability.tracing import Tracing
+    from gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Observability:
+    metrics: Metrics | None
+    tracing: Tracing | None
+
+    @classmethod
+    def create(cls, settings: Settings) -> Observability:
+        tracing = None
+        if settings.otlp_endpoint:
+            from gateway.observability.tracing import Tracing
+
+            tracing = Tracing.to_collector(settings.otlp_endpoint)
+        return cls(metrics=Metrics() if settings.metrics else None, tracing=tracing)
+
+    def schema_extensions(self) -> list[Callable[[], SchemaExtension]]:
+        """Outermost first: metrics time the whole operation, the trace's span wraps the others'."""
+        found: list[Callable[[], SchemaExtension]] = []
+        if self.metrics is not None:
+            metrics = self.metrics
+            found.append(lambda: OperationMetrics(metrics))
+        if self.tracing is not None:
+            found.append(self.tracing.schema_extension())
+        return found
+
+    def instrument_schema(self, schema: strawberry.Schema) -> None:
+        """Put our extensions in front of the schema's own (before it serves its first operation)."""
+        schema.extensions = (*self.schema_extensions(), *schema.extensions)
+
+    def middleware(self) -> list[Middleware]:
+        found = [Middleware(RequestId)]
+        if self.metrics is not None:
+            found.append(Middleware(HTTPMetrics, metrics=self.metrics))
+        return found
+
+    def routes(self) -> list[BaseRoute]:
+        if self.metrics is None:
+            return []
+        return [Route("/metrics", metrics_endpoint(self.metrics), methods=["GET"])]
+
+    def unauthenticated(self, operation_name: str | None) -> None:
+        """Refused before GraphQL ran, so no extension saw it."""
+        if self.metrics is not None:
+            self.metrics.operation(operation_name, "unauthenticated", None)
+
+    def observe(self, app: Starlette, runtime: Runtime) -> None:
+        """Hook onto the runtime's parts: the cluster watch, committed transitions, peers' HTTP clients."""
+        from services.semaphore.client import SemaphoreClient
+
+        clients = {"jwks": runtime.keys.http}
+        if isinstance(runtime.runner, SemaphoreClient):
+            clients["semaphore"] = runtime.runner.http
+        if self.metrics is not None:
+            metrics = self.metrics
+            metrics.watch_cluster(lambda: runtime.lifecycle.watch_health)
+            on_committed(runtime.bus, metrics.transition)
+            for peer, client in clients.items():
+                metrics.watch_client(client, peer)
+        if self.tracing is not None:
+            self.tracing.instrument_app(app)
+            for client in clients.values():
+                self.tracing.instrument_client(client)
+
+    def shutdown(self) -> None:
+        if self.tracing is not None:
+            self.tracing.shutdown()
+
+
+def on_committed(bus: EventBus, observer: Callable[[StatusChanged], None]) -> None:
+    """Call `observer` after the bus's `committed`: the store's one call after each transition commits.
+
+    Wraps the bus object's method because the store holds the bus, not us; `committed` runs in the
+    transition's own task, so the observer must be quick and must not raise into the store.
+    """
+    publish = bus.committed
+
+    def committed(event: StatusChanged) -> None:
+        publish(event)
+        try:
+            observer(event)
+        except Exception:
+            logger.exception("transition observer failed")
+
+    bus.committed = committed  # type: ignore[method-assign]

@@ -1,0 +1,70 @@
+"""Operation-level metrics: which operation ran, how it ended and how long it took.
+
+Only an extension sees the operation's name once the document is parsed (a client may leave
+`operationName` out) and its errors before they are formatted; the recorder behind it is the gateway's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Literal, Protocol
+
+from strawberry.exceptions import MissingQueryError
+from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types.execution import PreExecutionError
+from strawberry.types.graphql import OperationType
+
+Outcome = Literal["ok", "errors", "request_error", "unauthenticated"]
+
+# Raised by Strawberry before execution; the HTTP layer answers them as request errors.
+_REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
+
+
+class OperationRecorder(Protocol):
+    def operation(self, name: str | None, outcome: Outcome, seconds: float | None) -> None:
+        """`seconds` is None for subscriptions: their lifetime is not a latency."""
+
+    def subscriptions(self, delta: int) -> None: ...
+
+
+class OperationMetrics(SchemaExtension):
+    def __init__(self, recorder: OperationRecorder) -> None:
+        self.recorder = recorder
+        self._subscribed = False
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        outcome: Outcome = "errors"
+        try:
+            yield
+            outcome = self._outcome()
+        except _REQUEST_ERRORS:
+            outcome = "request_error"
+            raise
+        finally:
+            if self._subscribed:
+                self.recorder.subscriptions(-1)
+            seconds = None if self._subscribed else time.perf_counter() - started
+            self.recorder.operation(self._name(), outcome, seconds)
+
+    def on_execute(self) -> Iterator[None]:
+        if self.execution_context.operation_type is OperationType.SUBSCRIPTION:
+            self._subscribed = True
+            self.recorder.subscriptions(1)
+        yield
+
+    def _name(self) -> str | None:
+        try:
+            return self.execution_context.operation_name
+        except Exception:  # a document the name cannot be read from: the operation is anonymous
+            return None
+
+    def _outcome(self) -> Outcome:
+        context = self.execution_context
+        if context.pre_execution_errors or isinstance(context.result, PreExecutionError):
+            return "request_error"
+        if context.result is not None and context.result.errors:
+            return "errors"
+        return "ok"
