@@ -16,6 +16,8 @@ from gateway.bootstrap import Runtime, document_limits
 from gateway.graphql_http import GraphQLHTTP, GraphQLRequest, RequestError
 from gateway.health import Check, database_check, healthz, readyz
 from gateway.introspection import is_introspection_only
+from gateway.observability import Observability
+from gateway.observability.logs import bind_sub
 from gateway.webhooks import semaphore_webhook
 from gateway.websocket import GraphQLWebSocket
 from schema.build import build_schema
@@ -28,6 +30,8 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
     """`own_runtime`: the app starts the runtime's background work and closes it at shutdown."""
     settings = runtime.settings
     schema = build_schema(document_limits(settings))
+    observability = Observability.create(settings)
+    observability.instrument_schema(schema)
 
     async def http_context(request: Request, graphql_request: GraphQLRequest) -> Context:
         try:
@@ -35,7 +39,9 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
         except Unauthenticated as error:
             if settings.public_introspection and is_introspection_only(graphql_request.query):
                 return Context.create(runtime.services, None)
+            observability.unauthenticated(graphql_request.operation_name)
             raise RequestError(401, str(error), {"WWW-Authenticate": CHALLENGE}) from None
+        bind_sub(principal.sub)
         return Context.create(runtime.services, principal)
 
     async def websocket_context(_: WebSocket) -> Context:
@@ -61,6 +67,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
         finally:
             if own_runtime:
                 await runtime.aclose()
+            observability.shutdown()
 
     async def jwks_loaded() -> bool:
         return runtime.keys.loaded or await runtime.keys.refresh()
@@ -79,6 +86,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz(checks), methods=["GET"]),
         Route("/webhooks/semaphore", semaphore_webhook(runtime), methods=["POST"]),
+        *observability.routes(),
     ]
     if runtime.dev_issuer is not None:
         issuer = runtime.dev_issuer
@@ -87,6 +95,8 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
             return JSONResponse(issuer.jwks())
 
         routes.append(Route("/dev/jwks", dev_jwks, methods=["GET"]))
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=observability.middleware())
+    observability.observe(app, runtime)
     app.state.runtime = runtime
+    app.state.observability = observability
     return app
