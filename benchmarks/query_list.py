@@ -59,7 +59,8 @@ QUERY = f"query List {{ instances(first: {PAGE_SIZE}) {{ nodes {{ {' '.join(FIEL
 BODY = orjson.dumps({"query": QUERY, "operationName": "List"})
 HEADERS = {"content-type": "application/json", "accept": "application/json"}
 PATHS = {"gateway": "/graphql", "baseline": "/instances"}
-STATUSES = ("ACTIVE", "ACTIVE", "ACTIVE", "PROVISIONING", "FAILED", "DELETED")
+# Final statuses only: the gateway reconciles unfinished instances at start-up and would change them.
+STATUSES = ("ACTIVE", "ACTIVE", "ACTIVE", "ACTIVE", "FAILED", "DELETED")
 
 
 class CheckFailed(Exception):
@@ -69,13 +70,16 @@ class CheckFailed(Exception):
 # --- The servers (each in a child process: `query_list.py --serve KIND --database-url URL`) ---
 
 
-def gateway_app(database_url: str) -> Any:
+async def gateway_app(database_url: str) -> tuple[Any, str]:
+    """The real gateway with dev mode's peers and issuer, and an admin token of that issuer."""
     from gateway.app import create_app
     from gateway.bootstrap import build_runtime
     from gateway.settings import Settings
 
-    settings = Settings(database_url=database_url, graphiql=False, _env_file=None)  # type: ignore[call-arg]
-    return create_app(build_runtime(settings))
+    settings = Settings(database_url=database_url, graphiql=False, dev_mode=True, _env_file=None)  # type: ignore[call-arg]
+    runtime = await build_runtime(settings)
+    assert runtime.dev_issuer is not None
+    return create_app(runtime), runtime.dev_issuer.issue("admin", ttl=3600)
 
 
 def baseline_app(database_url: str) -> Any:
@@ -118,20 +122,27 @@ def baseline_app(database_url: str) -> Any:
 def serve(kind: str, database_url: str) -> None:
     """Bind a free loopback port, tell the parent on stdout, serve until SIGTERM."""
     import uvicorn
+    import uvloop
 
-    app = gateway_app(database_url) if kind == "gateway" else baseline_app(database_url)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)  # connections queue here until uvicorn accepts them
-    print(f"PORT {sock.getsockname()[1]}", flush=True)
-    # Same stack as production (uvloop + httptools via "auto"), minus the access log, on both servers.
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    async def main() -> None:
+        # The runtime is built on the loop that serves it, as `opencsp-gateway serve` does.
+        app, token = (
+            await gateway_app(database_url) if kind == "gateway" else (baseline_app(database_url), "-")
+        )
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1024)  # connections queue here until uvicorn accepts them
+        print(f"PORT {sock.getsockname()[1]} TOKEN {token}", flush=True)
+        # Same stack as production (uvloop + httptools via "auto"), minus the access log, on both servers.
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        await uvicorn.Server(config).serve(sockets=[sock])
+
+    uvloop.run(main())
 
 
 @contextlib.asynccontextmanager
-async def server_process(kind: str, database_url: str) -> AsyncIterator[tuple[str, int]]:
+async def server_process(kind: str, database_url: str) -> AsyncIterator[tuple[str, int, str]]:
     """Yield (base URL, pid) of a child process serving `kind`; stop it on exit."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -148,7 +159,8 @@ async def server_process(kind: str, database_url: str) -> AsyncIterator[tuple[st
         line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
         if not line.startswith("PORT "):
             raise CheckFailed(f"{kind} server did not start (said {line!r})")
-        yield f"http://127.0.0.1:{int(line.split()[1])}", process.pid
+        _, port, _, token = line.split()
+        yield f"http://127.0.0.1:{int(port)}", process.pid, token
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -230,11 +242,12 @@ class RawConnection:
     cap the baseline and flatter the ratio. This costs a few tens of microseconds.
     """
 
-    def __init__(self, base: str, path: str) -> None:
+    def __init__(self, base: str, path: str, token: str) -> None:
         self.address = base.removeprefix("http://").split(":")
         self.request = (
             f"POST {path} HTTP/1.1\r\nHost: {base.removeprefix('http://')}\r\n"
             f"Content-Type: application/json\r\nAccept: application/json\r\n"
+            f"Authorization: Bearer {token}\r\n"
             f"Content-Length: {len(BODY)}\r\n\r\n"
         ).encode() + BODY
         self.reader: asyncio.StreamReader | None = None
@@ -265,10 +278,10 @@ class RawConnection:
 
 
 @contextlib.asynccontextmanager
-async def clients(kind: str, base: str, path: str, concurrency: int) -> AsyncIterator[list[Send]]:
+async def clients(kind: str, base: str, path: str, concurrency: int, token: str) -> AsyncIterator[list[Send]]:
     """One `send` per worker: its own raw connection, or a shared httpx pool of `concurrency` connections."""
     if kind == "raw":
-        connections = [RawConnection(base, path) for _ in range(concurrency)]
+        connections = [RawConnection(base, path, token) for _ in range(concurrency)]
         try:
             yield [connection.send for connection in connections]
         finally:
@@ -279,7 +292,9 @@ async def clients(kind: str, base: str, path: str, concurrency: int) -> AsyncIte
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
 
         async def send() -> tuple[int, bytes]:
-            response = await client.post(path, content=BODY, headers=HEADERS)
+            response = await client.post(
+                path, content=BODY, headers={**HEADERS, "authorization": f"Bearer {token}"}
+            )
             return response.status_code, response.content
 
         yield [send] * concurrency
@@ -334,8 +349,8 @@ async def drive(senders: Sequence[Send], total: int) -> tuple[list[float], list[
 
 async def measure(kind: str, database_url: str, args: argparse.Namespace) -> Result:
     async with (
-        server_process(kind, database_url) as (base, pid),
-        clients(args.client, base, PATHS[kind], args.concurrency) as senders,
+        server_process(kind, database_url) as (base, pid, token),
+        clients(args.client, base, PATHS[kind], args.concurrency, token) as senders,
     ):
         await drive(senders, args.warmup)
         cpu_before, client_before = cpu_seconds(pid), time.process_time()

@@ -18,7 +18,7 @@ from resolvers.subscriptions import instance_status_changed, instance_status_cha
 from schema.context import Context
 from schema.errors import is_public
 from schema.limits import DocumentLimits, extensions
-from schema.permissions import requires
+from schema.permissions import enforce_requirements, requires
 from schema.types import (
     Catalog,
     CreateInstanceInput,
@@ -66,7 +66,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        description="Order a virtual machine; it starts PENDING.", extensions=requires(INSTANCE_CREATE)
+        description="Order a virtual machine; it starts PENDING.", directives=requires(INSTANCE_CREATE)
     )
     async def create_instance(
         self, info: strawberry.Info[Context, None], input: CreateInstanceInput
@@ -75,7 +75,7 @@ class Mutation:
 
     @strawberry.mutation(
         description="Delete an instance (yours; any of your org's with instance:delete:org).",
-        extensions=requires(INSTANCE_DELETE),
+        directives=requires(INSTANCE_DELETE),
     )
     async def delete_instance(
         self, info: strawberry.Info[Context, None], id: strawberry.ID
@@ -84,7 +84,7 @@ class Mutation:
 
     @strawberry.mutation(
         description="Try a FAILED instance again from the phase that failed.",
-        extensions=requires(INSTANCE_RETRY),
+        directives=requires(INSTANCE_RETRY),
     )
     async def retry_instance(
         self, info: strawberry.Info[Context, None], id: strawberry.ID
@@ -93,7 +93,7 @@ class Mutation:
 
     @strawberry.mutation(
         description="Reconcile the database with the cluster and report what differed.",
-        extensions=requires(ADMIN_SYNC),
+        directives=requires(ADMIN_SYNC),
     )
     async def sync_instances(self, info: strawberry.Info[Context, None]) -> SyncReport:
         return await sync_instances(info)
@@ -127,12 +127,14 @@ class GatewaySchema(strawberry.Schema):
 
 
 def build_schema(limits: DocumentLimits | None = None) -> strawberry.Schema:
-    return GatewaySchema(
+    schema = GatewaySchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions(limits or DocumentLimits()),
     )
+    enforce_requirements(schema)
+    return schema
 
 
 def schema_sdl() -> str:

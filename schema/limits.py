@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from graphql import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -55,13 +56,20 @@ def _mask(error: GraphQLError) -> bool:
 
 
 def extensions(limits: DocumentLimits) -> list[Callable[[], SchemaExtension]]:
-    """Factories: Strawberry builds fresh extensions per operation; the parse/validation caches are shared."""
+    """Factories: Strawberry builds fresh extensions per operation; the parse/validation caches are shared.
+
+    The depth and alias limiters make a new validation rule class each time one is built; built per
+    operation, they would change the validation cache's key every time. So their rules are made once.
+    """
+    rules = [
+        *QueryDepthLimiter(max_depth=limits.max_depth, should_ignore=_is_introspection).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
+    ]
     return [
         lambda: MaxDocumentSize(limits.max_query_bytes),
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
         lambda: ParserCache(maxsize=256),
-        lambda: QueryDepthLimiter(max_depth=limits.max_depth, should_ignore=_is_introspection),
-        lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
+        lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=256),
         lambda: MaskErrors(should_mask_error=_mask, error_message="Internal server error."),
     ]

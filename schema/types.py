@@ -113,10 +113,10 @@ class Instance:
     status: InstanceStatus  # type: ignore[valid-type]
     status_reason: str | None
     status_message: str | None
-    ip_address: str | None = strawberry.field(extensions=requires(INSTANCE_READ_NETWORK))
-    hostname: str | None = strawberry.field(extensions=requires(INSTANCE_READ_NETWORK))
+    ip_address: str | None = strawberry.field(directives=requires(INSTANCE_READ_NETWORK))
+    hostname: str | None = strawberry.field(directives=requires(INSTANCE_READ_NETWORK))
     node: str | None = strawberry.field(
-        extensions=requires(INSTANCE_READ_INTERNALS), description="The Proxmox node the VM runs on."
+        directives=requires(INSTANCE_READ_INTERNALS), description="The Proxmox node the VM runs on."
     )
     created_at: datetime
     updated_at: datetime
@@ -127,7 +127,7 @@ class Instance:
 
     @strawberry.field(
         description="The instance's Terraform object as the cluster reports it.",
-        extensions=requires(INSTANCE_READ_INTERNALS),
+        directives=requires(INSTANCE_READ_INTERNALS),
     )
     async def terraform(self, info: strawberry.Info) -> TerraformStatus | None:
         from resolvers.internals import resolve_terraform
@@ -136,7 +136,7 @@ class Instance:
 
     @strawberry.field(
         description="The post-provisioning task in Semaphore, once started.",
-        extensions=requires(INSTANCE_READ_INTERNALS),
+        directives=requires(INSTANCE_READ_INTERNALS),
     )
     async def semaphore_task(self, info: strawberry.Info) -> SemaphoreTask | None:
         if self.record.semaphore_task_id is None:
