@@ -8,7 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import Issuer
 from tests.support.factories import insert_instances, instance_row
 
-CREATE = 'mutation { createInstance(input: {name: "vm-1", flavor: "small", image: "debian-12"}) { instance { id } } }'
+CREATE = """
+mutation { createInstance(input: {name: "vm-1", flavor: "small", image: "debian-12"}) { instance { id } } }
+"""
 
 
 async def test_a_denied_mutation_is_403_forbidden(anonymous: httpx.AsyncClient, issuer: Issuer) -> None:
