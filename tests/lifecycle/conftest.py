@@ -32,7 +32,7 @@ from services.kubernetes.terraform_object import outputs_secret_name
 from services.semaphore.client import SemaphoreClient
 from tests.conftest import ORG, Issuer
 from tests.peers.kube_api import SECRETS, TERRAFORMS, TF_FINALIZER, ApiError, KubeApiEmulator
-from tests.peers.semaphore_api import SemaphoreEmulator, running_semaphore
+from tests.peers.semaphore_api import SemaphoreEmulator
 from tests.support.servers import serve
 
 NAMESPACE = "opencsp-instances"
@@ -177,19 +177,19 @@ class Peers:
 
 @pytest.fixture
 async def peers() -> AsyncIterator[Peers]:
-    async with (
-        KubeApiEmulator() as kube,
-        running_semaphore(projects={PROJECT_ID: {TEMPLATE_ID}}) as semaphore,
-    ):
-        semaphore.auto(("starting", "running", "success"), delay=0.01)
-        controller = TofuController(kube)
-        task = asyncio.create_task(controller.run(), name="tofu-controller")
-        try:
-            yield Peers(kube, semaphore, controller)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    kube = KubeApiEmulator()
+    semaphore = SemaphoreEmulator(projects={PROJECT_ID: {TEMPLATE_ID}})
+    await asyncio.gather(kube.__aenter__(), semaphore.start())
+    semaphore.auto(("starting", "running", "success"), delay=0.01)
+    controller = TofuController(kube)
+    task = asyncio.create_task(controller.run(), name="tofu-controller")
+    try:
+        yield Peers(kube, semaphore, controller)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.gather(kube.__aexit__(None, None, None), semaphore.stop())  # both at once: faster
 
 
 # -- the gateway -----------------------------------------------------------------------------------
