@@ -83,6 +83,9 @@ def run_server(settings: Settings) -> None:
     """Build the runtime and serve it on one event loop, so pools and clients live where they are used."""
     from gateway.app import create_app
     from gateway.bootstrap import build_runtime
+    from gateway.observability.logs import configure_logging
+
+    configure_logging(format=settings.logs_as, level=settings.log_level)
 
     async def main() -> None:
         try:
@@ -91,7 +94,13 @@ def run_server(settings: Settings) -> None:
             raise StartupError(str(error)) from None
         app = create_app(runtime)
         config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level="info", proxy_headers=True, lifespan="on"
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            log_config=None,  # uvicorn's loggers go through ours (configure_logging above)
+            proxy_headers=True,
+            lifespan="on",
         )
         await uvicorn.Server(config).serve()
 
