@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,7 +44,7 @@ def dev_server(tmp_path: Path) -> Iterator[str]:
     process = subprocess.Popen(
         [sys.executable, "-c", "from gateway.cli import main; main()", "dev", "--port", str(port)],
         cwd=tmp_path,
-        env={**env, "PYTHONPATH": str(ROOT)},
+        env={**env, "PYTHONPATH": str(ROOT), "OPENCSP_DEV_STEP_SECONDS": "0.05"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -84,3 +85,61 @@ def test_dev_serves_graphiql_and_answers_the_catalog(dev_server: str, tmp_path: 
         "data": {"catalog": {"flavors": [{"name": n} for n in ("small", "medium", "large", "xlarge")]}}
     }
     assert httpx.get(f"{dev_server}/readyz").json()["status"] == "ready"
+
+
+def graphql(base: str, token: str, query: str, **variables: Any) -> dict[str, Any]:
+    response = httpx.post(
+        f"{base}/graphql",
+        json={"query": query, "variables": variables},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def wait_for(base: str, token: str, instance_id: str, status: str) -> dict[str, Any]:
+    query = "query($id: ID!) { instance(id: $id) { status statusReason ipAddress } }"
+    deadline = time.monotonic() + 90  # generous: CI machines are shared; the wait ends at the state
+    seen: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        seen = graphql(base, token, query, id=instance_id)["instance"]
+        if seen["status"] == status:
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"instance {instance_id} never reached {status}; last seen {seen}")
+
+
+CREATE = """
+mutation($name: String!) {
+  createInstance(input: {name: $name, flavor: "small", image: "debian-12"}) {
+    instance { id status }
+    userErrors { code message }
+  }
+}
+"""
+
+
+def test_dev_runs_an_instance_to_active_and_deletes_it(dev_server: str, tmp_path: Path) -> None:
+    token = dev_token(tmp_path, "operator")
+    created = graphql(dev_server, token, CREATE, name="web-1")["createInstance"]
+    assert created["userErrors"] == []
+    instance_id = created["instance"]["id"]
+    active = wait_for(dev_server, token, instance_id, "ACTIVE")
+    assert active["ipAddress"].startswith("10.42.")
+    deletion = "mutation($id: ID!) { deleteInstance(id: $id) { instance { status } userErrors { code } } }"
+    assert graphql(dev_server, token, deletion, id=instance_id)["deleteInstance"]["userErrors"] == []
+    wait_for(dev_server, token, instance_id, "DELETED")
+
+
+def test_dev_shows_failure_and_retry(dev_server: str, tmp_path: Path) -> None:
+    token = dev_token(tmp_path, "operator")
+    retry = "mutation($id: ID!) { retryInstance(id: $id) { instance { status } userErrors { code } } }"
+    for name, reason in (("fail-prov-1", "TFExecApplyFailed"), ("fail-conf-1", "ConfigurationFailed")):
+        instance_id = graphql(dev_server, token, CREATE, name=name)["createInstance"]["instance"]["id"]
+        failed = wait_for(dev_server, token, instance_id, "FAILED")
+        assert failed["statusReason"] == reason
+        assert graphql(dev_server, token, retry, id=instance_id)["retryInstance"]["userErrors"] == []
+        wait_for(dev_server, token, instance_id, "ACTIVE")
