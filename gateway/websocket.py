@@ -3,7 +3,10 @@
 Both protocols authenticate at `connection_init` (`{"authorization": "Bearer …"}` in its payload, the key
 in any letter case). A bad token closes the socket with 4403 and a reason; nothing is served before the
 ack (Strawberry closes with 4401 on a subscribe before it); an open socket is closed with 4401 when its
-token expires, because a dashboard must not outlive the authority it was opened with.
+token expires, because a dashboard must not outlive the authority it was opened with. Both protocols send
+keep-alives every `keep_alive_interval` seconds once acknowledged (`ping` on graphql-transport-ws, which
+Strawberry only answers, never sends; `ka` on the legacy protocol), so idle dashboards survive proxies
+that cut quiet connections.
 """
 
 from __future__ import annotations
@@ -60,9 +63,29 @@ class _Authenticating:
 
 
 class TransportWSHandler(_Authenticating, BaseGraphQLTransportWSHandler[Context, None]):
+    _pinger: asyncio.Task[None] | None = None
+
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         if self.connection_init_received or await self._admit(message.get("payload")):
             await super().handle_connection_init(message)
+            interval = self.view.keep_alive_interval
+            if self.connection_acknowledged and self._pinger is None and interval:
+                self._pinger = asyncio.create_task(
+                    self._ping_every(interval), name="graphql-transport-ws ping"
+                )
+
+    async def _ping_every(self, interval: float) -> None:
+        with contextlib.suppress(Exception):  # the socket went away: shutdown() cancels us anyway
+            while True:
+                await asyncio.sleep(interval)
+                await self.send_message({"type": "ping"})
+
+    async def shutdown(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pinger
+        await super().shutdown()
 
 
 class LegacyWSHandler(_Authenticating, BaseGraphQLWSHandler[Context, None]):
