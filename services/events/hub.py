@@ -96,6 +96,7 @@ class Hub:
         self._mailbox_limit = mailbox_limit
         self._mailboxes: set[Mailbox] = set()
         self.delivered = 0
+        self.overflows = 0  # subscriptions closed for falling behind
 
     @property
     def subscribers(self) -> int:
@@ -131,5 +132,8 @@ class Hub:
             return
         update = StatusUpdate(event, instance)
         for mailbox in interested:
+            was_open = mailbox.closed is None
             mailbox.offer(update)
+            if was_open and mailbox.closed is not None:
+                self.overflows += 1
         self.delivered += len(interested)
