@@ -39,7 +39,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
         except Unauthenticated as error:
             if settings.public_introspection and is_introspection_only(graphql_request.query):
                 return Context.create(runtime.services, None)
-            observability.unauthenticated(graphql_request.operation_name)
+            observability.unauthenticated()
             raise RequestError(401, str(error), {"WWW-Authenticate": CHALLENGE}) from None
         bind_sub(principal.sub)
         return Context.create(runtime.services, principal)

@@ -6,6 +6,7 @@ Only an extension sees the operation's name once the document is parsed (a clien
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Literal, Protocol
@@ -43,6 +44,14 @@ class OperationMetrics(SchemaExtension):
         except _REQUEST_ERRORS:
             outcome = "request_error"
             raise
+        except (asyncio.CancelledError, GeneratorExit):
+            # The transport stopped listening: after the result was sent, or when the client went
+            # away, which is how a subscription normally ends and a failure for anything else.
+            if self.execution_context.result is not None:
+                outcome = self._outcome()
+            else:
+                outcome = "ok" if self._subscribed else "errors"
+            raise
         finally:
             if self._subscribed:
                 self.recorder.subscriptions(-1)
@@ -62,9 +71,15 @@ class OperationMetrics(SchemaExtension):
             return None
 
     def _outcome(self) -> Outcome:
-        context = self.execution_context
-        if context.pre_execution_errors or isinstance(context.result, PreExecutionError):
+        """As the HTTP layer answers it: nothing executed (no `data`, no error with a path) is a
+        request error; Strawberry copies every error to `pre_execution_errors`, so that cannot tell."""
+        result = self.execution_context.result
+        if result is None:
+            return "request_error" if self.execution_context.pre_execution_errors else "ok"
+        if isinstance(result, PreExecutionError):
             return "request_error"
-        if context.result is not None and context.result.errors:
-            return "errors"
-        return "ok"
+        if not result.errors:
+            return "ok"
+        if result.data is None and all(error.path is None for error in result.errors):
+            return "request_error"
+        return "errors"

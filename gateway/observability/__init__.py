@@ -70,10 +70,11 @@ class Observability:
             return []
         return [Route("/metrics", metrics_endpoint(self.metrics), methods=["GET"])]
 
-    def unauthenticated(self, operation_name: str | None) -> None:
-        """Refused before GraphQL ran, so no extension saw it."""
+    def unauthenticated(self) -> None:
+        """Refused before GraphQL ran, so no extension saw it. Counted as anonymous: callers without a
+        token must not choose label values (each would cost a series and crowd out real names)."""
         if self.metrics is not None:
-            self.metrics.operation(operation_name, "unauthenticated", None)
+            self.metrics.operation(None, "unauthenticated", None)
 
     def observe(self, app: Starlette, runtime: Runtime) -> None:
         """Hook onto the runtime's parts: the cluster watch, committed transitions, peers' HTTP clients."""
