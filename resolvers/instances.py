@@ -19,6 +19,8 @@ from schema.types import (
 from services.instances.cursor import InvalidCursor
 from services.instances.reading import InstanceFilter as ServiceFilter
 
+DEFAULT_EVENTS = 20
+
 
 def parse_id(value: str) -> uuid.UUID | None:
     try:
@@ -73,12 +75,19 @@ async def resolve_instances(
 
 
 async def resolve_events(
-    info: strawberry.Info[Context, None], id: strawberry.ID, last: int
+    info: strawberry.Info[Context, None], instance_id: uuid.UUID, *, first: int | None, last: int | None
 ) -> list[InstanceEvent]:
-    if not 0 <= last <= EVENTS_PER_INSTANCE:
-        raise BadUserInput(f"last must be between 0 and {EVENTS_PER_INSTANCE}")
-    instance_id = parse_id(id)
-    if instance_id is None:
-        return []
-    events = await info.context.loaders.events.load(instance_id)
-    return [InstanceEvent.from_record(event) for event in events[len(events) - last :]] if last else []
+    if first is not None and last is not None:
+        raise BadUserInput("give first or last, not both")
+    count = first if first is not None else (last if last is not None else DEFAULT_EVENTS)
+    if not 0 <= count <= EVENTS_PER_INSTANCE:
+        raise BadUserInput(
+            f"{'first' if first is not None else 'last'} must be between 0 and {EVENTS_PER_INSTANCE}"
+        )
+    loaders = info.context.loaders
+    if first is not None:
+        events = (await loaders.oldest_events.load(instance_id))[:count]
+    else:
+        newest = await loaders.newest_events.load(instance_id)
+        events = newest[len(newest) - count :] if count else []
+    return [InstanceEvent.from_record(event) for event in events]

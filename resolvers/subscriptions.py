@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncGenerator
 
 import strawberry
+from strawberry.dataloader import DataLoader
 
 from resolvers.instances import parse_id
 from schema.context import Context
@@ -17,7 +19,13 @@ class SubscriptionEnded(PublicError):
     code = "SUBSCRIPTION_CLOSED"
 
 
-def _event(update: StatusUpdate) -> InstanceStatusEvent:
+def _event(context: Context, update: StatusUpdate) -> InstanceStatusEvent:
+    # The connection's loaders live as long as the socket: forget what they read for this instance,
+    # or nested fields (its events) would answer every change from the first one's read.
+    for loader in dataclasses.fields(context.loaders):
+        cached = getattr(context.loaders, loader.name)
+        if isinstance(cached, DataLoader):
+            cached.clear(update.instance.id)
     return InstanceStatusEvent(
         instance=Instance.from_record(update.instance),
         from_status=update.event.from_status,
@@ -39,7 +47,7 @@ async def instance_status_changed(
     with context.services.hub.subscribe(context.visibility, instance_id) as mailbox:
         try:
             async for update in mailbox:
-                yield _event(update)
+                yield _event(context, update)
         except SubscriptionClosed as closed:
             raise SubscriptionEnded(str(closed)) from None
 
@@ -57,6 +65,6 @@ async def instance_status_changes(
                     continue
                 if needle and needle not in update.instance.name.lower():
                     continue
-                yield _event(update)
+                yield _event(context, update)
         except SubscriptionClosed as closed:
             raise SubscriptionEnded(str(closed)) from None

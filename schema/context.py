@@ -23,18 +23,27 @@ class Loaders:
     """Batch per-row lookups of one request into one query each; never shared across requests."""
 
     instance: DataLoader[uuid.UUID, InstanceRecord | None]
-    events: DataLoader[uuid.UUID, list[InstanceEventRecord]]
+    newest_events: DataLoader[uuid.UUID, list[InstanceEventRecord]]
+    oldest_events: DataLoader[uuid.UUID, list[InstanceEventRecord]]
 
     @classmethod
     def create(cls, services: Services, visibility: Visibility) -> Loaders:
         async def load_instances(ids: list[uuid.UUID]) -> list[InstanceRecord | None]:
             return await services.instances.by_ids(ids, visibility)
 
-        async def load_events(ids: list[uuid.UUID]) -> list[list[InstanceEventRecord]]:
-            found = await services.instances.events(ids, last=EVENTS_PER_INSTANCE)
+        async def load_newest(ids: list[uuid.UUID]) -> list[list[InstanceEventRecord]]:
+            found = await services.instances.events(ids, limit=EVENTS_PER_INSTANCE, newest=True)
             return [found[i] for i in ids]
 
-        return cls(instance=DataLoader(load_instances), events=DataLoader(load_events))
+        async def load_oldest(ids: list[uuid.UUID]) -> list[list[InstanceEventRecord]]:
+            found = await services.instances.events(ids, limit=EVENTS_PER_INSTANCE, newest=False)
+            return [found[i] for i in ids]
+
+        return cls(
+            instance=DataLoader(load_instances),
+            newest_events=DataLoader(load_newest),
+            oldest_events=DataLoader(load_oldest),
+        )
 
 
 @dataclass(slots=True)

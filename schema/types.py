@@ -143,15 +143,18 @@ class Instance:
             return None
         return SemaphoreTask(id=self.record.semaphore_task_id)
 
-    @strawberry.field(description="The newest status transitions, oldest first.")
+    @strawberry.field(
+        description="Status transitions, oldest first: the first N of the history, or (default) the last N."
+    )
     async def events(
         self,
         info: strawberry.Info,
-        last: Annotated[int, strawberry.argument(description="How many, at most 50.")] = 20,
+        first: Annotated[int | None, strawberry.argument(description="The oldest N, at most 50.")] = None,
+        last: Annotated[int | None, strawberry.argument(description="The newest N, at most 50.")] = None,
     ) -> list[InstanceEvent]:
         from resolvers.instances import resolve_events
 
-        return await resolve_events(info, strawberry.ID(self.id), last)
+        return await resolve_events(info, self.record.id, first=first, last=last)
 
     @classmethod
     def from_record(cls, record: InstanceRecord) -> Instance:

@@ -141,3 +141,39 @@ async def test_catalog_lists_configured_flavors_and_images(client: httpx.AsyncCl
         "ubuntu-24.04",
         "rocky-9",
     ]
+
+
+async def test_events_first_and_last_and_their_bounds(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    [row] = await insert_instances(engine, [instance_row(1)])
+    from sqlalchemy import insert
+
+    from services.db.models import InstanceEvent
+
+    statuses = [InstanceStatus.PROVISIONING, InstanceStatus.CONFIGURING, InstanceStatus.ACTIVE]
+    async with engine.begin() as connection:
+        for version, status in enumerate(statuses, start=2):
+            await connection.execute(
+                insert(InstanceEvent).values(
+                    instance_id=row["id"],
+                    at=row["created_at"],
+                    to_status=status,
+                    actor="system",
+                    version=version,
+                )
+            )
+    query = (
+        "query($id: ID!, $f: Int, $l: Int) { instance(id: $id) { events(first: $f, last: $l) { toStatus } } }"
+    )
+
+    async def events(**arguments: int) -> list[str]:
+        body = await gql(client, query, id=str(row["id"]), **arguments)
+        return [event["toStatus"] for event in body["data"]["instance"]["events"]]
+
+    assert await events() == ["PENDING", "PROVISIONING", "CONFIGURING", "ACTIVE"]
+    assert await events(f=2) == ["PENDING", "PROVISIONING"]
+    assert await events(l=2) == ["CONFIGURING", "ACTIVE"]
+    assert await events(l=0) == []
+    both = await gql(client, query, id=str(row["id"]), f=1, l=1)
+    assert both["errors"][0]["message"] == "give first or last, not both"
+    too_many = await gql(client, query, id=str(row["id"]), f=51)
+    assert too_many["errors"][0]["message"] == "first must be between 0 and 50"

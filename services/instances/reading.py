@@ -86,22 +86,22 @@ class InstanceReader:
         )
 
     async def events(
-        self, instance_ids: Sequence[uuid.UUID], *, last: int
+        self, instance_ids: Sequence[uuid.UUID], *, limit: int, newest: bool = True
     ) -> dict[uuid.UUID, list[InstanceEventRecord]]:
-        """History of many instances in one query (the DataLoader's batch), newest `last` of each."""
+        """History of many instances in one query (the DataLoader's batch): the newest (or oldest)
+        `limit` events of each, oldest first."""
+        order = InstanceEvent.id.desc() if newest else InstanceEvent.id.asc()
         ranked = (
             select(
                 *EVENT_COLUMNS,
-                func.row_number()
-                .over(partition_by=InstanceEvent.instance_id, order_by=InstanceEvent.id.desc())
-                .label("rank"),
+                func.row_number().over(partition_by=InstanceEvent.instance_id, order_by=order).label("rank"),
             )
             .where(InstanceEvent.instance_id.in_(set(instance_ids)))
             .subquery()
         )
         query = (
             select(*[ranked.c[name] for name in InstanceEventRecord.__slots__])
-            .where(ranked.c.rank <= last)
+            .where(ranked.c.rank <= limit)
             .order_by(ranked.c.instance_id, ranked.c.id)
         )
         result: dict[uuid.UUID, list[InstanceEventRecord]] = {i: [] for i in instance_ids}
