@@ -21,7 +21,7 @@ from services.instances.configuration import Configuration
 from services.instances.ports import Cluster
 from services.instances.records import InstanceRecord
 from services.instances.store import InstanceStore
-from services.kubernetes.cluster import ClusterError
+from services.kubernetes.cluster import RECONCILE_ANNOTATION, ClusterError
 from services.kubernetes.conditions import TerraformPhase, ready_condition, signal_of
 from services.kubernetes.outputs import OutputsError, instance_outputs
 from services.kubernetes.terraform_object import (
@@ -242,7 +242,14 @@ class Provisioning:
             self._configuration.start(configuring)
 
     async def _is_news(self, record: InstanceRecord, obj: Mapping[str, Any]) -> bool:
-        """A failure older than the instance's current status (e.g. before a retry) says nothing new."""
+        """A failure older than the instance's current status (e.g. before a retry) says nothing new.
+
+        While the reconcile a retry asked for is unhandled (Flux's `status.lastHandledReconcileAt` is not
+        yet the annotation's value) the condition is the old failure, even within the same second as the
+        retry, which the condition's one-second `lastTransitionTime` cannot tell apart."""
+        requested = ((obj.get("metadata") or {}).get("annotations") or {}).get(RECONCILE_ANNOTATION)
+        if requested is not None and (obj.get("status") or {}).get("lastHandledReconcileAt") != requested:
+            return False
         condition = ready_condition(obj) or {}
         stamp = condition.get("lastTransitionTime")
         since = await self._store.status_since(record.id)
