@@ -133,6 +133,9 @@ class TofuController:
         else:
             self._write_outputs(obj, self.outputs_for(vm), behaviour.json_strings)
             self.kube.set_ready(self.namespace, name, "True", "TerraformOutputsWritten", "Outputs written")
+        if run.stage == 1 and token is not None:  # as tofu-controller records it when a reconcile ends
+            patch = json.dumps({"status": {"lastHandledReconcileAt": token}}).encode()
+            self.kube.patch(TERRAFORMS, self.namespace, name, patch, "application/merge-patch+json", "status")
         run.stage += 1
         run.next_at = now + self.step
 
