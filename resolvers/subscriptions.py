@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncGenerator
 
@@ -25,7 +26,8 @@ def _event(context: Context, update: StatusUpdate) -> InstanceStatusEvent:
     for loader in dataclasses.fields(context.loaders):
         cached = getattr(context.loaders, loader.name)
         if isinstance(cached, DataLoader):
-            cached.clear(update.instance.id)
+            with contextlib.suppress(KeyError):  # Strawberry's clear() raises for a key never loaded
+                cached.clear(update.instance.id)
     return InstanceStatusEvent(
         instance=Instance.from_record(update.instance),
         from_status=update.event.from_status,
