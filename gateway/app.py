@@ -29,9 +29,8 @@ ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool = True) -> Starlette:
     """`own_runtime`: the app starts the runtime's background work and closes it at shutdown."""
     settings = runtime.settings
-    schema = build_schema(document_limits(settings))
     observability = Observability.create(settings)
-    observability.instrument_schema(schema)
+    schema = build_schema(document_limits(settings), observability.schema_extensions())
 
     async def http_context(request: Request, graphql_request: GraphQLRequest) -> Context:
         try:

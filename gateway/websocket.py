@@ -2,7 +2,8 @@
 
 Both protocols authenticate at `connection_init` (`{"authorization": "Bearer …"}` in its payload, the key
 in any letter case). A bad token closes the socket with 4403 and a reason; nothing is served before the
-ack (Strawberry closes with 4401 on a subscribe before it); an open socket is closed with 4401 when its
+ack (Strawberry closes with 4401 on a subscribe before it), nor kept open without one (4408 after
+`websocket_init_timeout_seconds`, on both protocols); an open socket is closed with 4401 when its
 token expires, because a dashboard must not outlive the authority it was opened with. Both protocols send
 keep-alives every `keep_alive_interval` seconds once acknowledged (`ping` on graphql-transport-ws, which
 Strawberry only answers, never sends; `ka` on the legacy protocol), so idle dashboards survive proxies
@@ -35,6 +36,7 @@ from services.auth.tokens import TokenVerifier
 
 BAD_TOKEN = 4403
 EXPIRED = 4401
+INIT_TIMEOUT = 4408  # as graphql-transport-ws closes a socket that never sent connection_init
 _CONTEXT = "opencsp.context"
 _REASON_BYTES = 120  # a close frame's reason must stay under 123 bytes
 
@@ -89,6 +91,21 @@ class TransportWSHandler(_Authenticating, BaseGraphQLTransportWSHandler[Context,
 
 
 class LegacyWSHandler(_Authenticating, BaseGraphQLWSHandler[Context, None]):
+    async def handle(self) -> None:
+        # Strawberry's graphql-ws handler has no init timeout: without this, a client that never sends
+        # connection_init would hold an unauthenticated socket open for as long as it answers pings.
+        deadline = asyncio.create_task(self._close_unless_acknowledged(), name="graphql-ws init timeout")
+        try:
+            await super().handle()
+        finally:
+            deadline.cancel()
+
+    async def _close_unless_acknowledged(self) -> None:
+        await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
+        if not self.connection_acknowledged:
+            with contextlib.suppress(Exception):  # the socket may be closing already
+                await self.websocket.close(code=INIT_TIMEOUT, reason="Connection initialisation timeout")
+
     async def handle_connection_init(self, message: LegacyConnectionInitMessage) -> None:
         if self.connection_acknowledged:
             return  # a second init changes nothing, in particular not the principal

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Annotated
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
 from strawberry.printer import print_schema
 from strawberry.types import ExecutionContext
 
@@ -126,12 +127,15 @@ class GatewaySchema(strawberry.Schema):
             super().process_errors(unexpected, execution_context)
 
 
-def build_schema(limits: DocumentLimits | None = None) -> strawberry.Schema:
+def build_schema(
+    limits: DocumentLimits | None = None, observers: Sequence[Callable[[], SchemaExtension]] = ()
+) -> strawberry.Schema:
+    """`observers` (metrics, tracing) run before the limits, so they see refused operations too."""
     schema = GatewaySchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=extensions(limits or DocumentLimits()),
+        extensions=[*observers, *extensions(limits or DocumentLimits())],
     )
     enforce_requirements(schema)
     return schema

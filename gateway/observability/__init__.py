@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import strawberry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
@@ -20,15 +19,12 @@ from strawberry.extensions import SchemaExtension
 from gateway.observability.logs import RequestId
 from gateway.observability.metrics import HTTPMetrics, Metrics, metrics_endpoint
 from schema.metrics import OperationMetrics
-from services.events.bus import EventBus
-from services.events.model import StatusChanged
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Runtime
     from gateway.observability.tracing import Tracing
     from gateway.settings import Settings
 
-logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -54,10 +50,6 @@ class Observability:
         if self.tracing is not None:
             found.append(self.tracing.schema_extension())
         return found
-
-    def instrument_schema(self, schema: strawberry.Schema) -> None:
-        """Put our extensions in front of the schema's own (before it serves its first operation)."""
-        schema.extensions = (*self.schema_extensions(), *schema.extensions)
 
     def middleware(self) -> list[Middleware]:
         found = [Middleware(RequestId)]
@@ -86,7 +78,7 @@ class Observability:
         if self.metrics is not None:
             metrics = self.metrics
             metrics.watch_cluster(lambda: runtime.lifecycle.watch_health)
-            on_committed(runtime.bus, metrics.transition)
+            runtime.lifecycle.store.observe(metrics.transition)
             for peer, client in clients.items():
                 metrics.watch_client(client, peer)
         if self.tracing is not None:
@@ -97,21 +89,3 @@ class Observability:
     def shutdown(self) -> None:
         if self.tracing is not None:
             self.tracing.shutdown()
-
-
-def on_committed(bus: EventBus, observer: Callable[[StatusChanged], None]) -> None:
-    """Call `observer` after the bus's `committed`: the store's one call after each transition commits.
-
-    Wraps the bus object's method because the store holds the bus, not us; `committed` runs in the
-    transition's own task, so the observer must be quick and must not raise into the store.
-    """
-    publish = bus.committed
-
-    def committed(event: StatusChanged) -> None:
-        publish(event)
-        try:
-            observer(event)
-        except Exception:
-            logger.exception("transition observer failed")
-
-    bus.committed = committed  # type: ignore[method-assign]

@@ -9,8 +9,9 @@ object): duplicate watch events, webhooks, retries and replicas are harmless.
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,6 +27,7 @@ from services.instances.reading import INSTANCE_COLUMNS
 from services.instances.records import InstanceRecord
 
 CAS_ATTEMPTS = 8
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,19 @@ class InstanceStore:
         self._engine = engine
         self._bus = bus
         self._postgres = engine.dialect.name == "postgresql"
+        self._observers: list[Callable[[StatusChanged], None]] = []
+
+    def observe(self, observer: Callable[[StatusChanged], None]) -> None:
+        """Call `observer` after each transition this process commits (metrics); it must be quick."""
+        self._observers.append(observer)
+
+    def _committed(self, event: StatusChanged) -> None:
+        self._bus.committed(event)
+        for observer in self._observers:
+            try:
+                observer(event)
+            except Exception:
+                logger.exception("a transition observer failed")
 
     async def get(self, instance_id: uuid.UUID) -> InstanceRecord | None:
         """Unscoped: for the lifecycle's own use, never for a caller's request."""
@@ -165,7 +180,7 @@ class InstanceStore:
                 if earlier is not None:
                     return Inserted(earlier, created=False)
             return NameTaken(str(values["name"]))
-        self._bus.committed(event)
+        self._committed(event)
         return Inserted(record, created=True)
 
     async def transition(
@@ -217,7 +232,7 @@ class InstanceStore:
                     continue
                 record = InstanceRecord.from_mapping(row)
                 event = await self._record_event(connection, record, current.status, actor, message)
-            self._bus.committed(event)
+            self._committed(event)
             return record
         return None
 
