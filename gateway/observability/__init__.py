@@ -6,7 +6,6 @@ middleware, the `/metrics` route and the schema extensions, and hooks onto the r
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
