@@ -222,3 +222,12 @@ async def test_subscriptions_per_connection_are_capped(make_app: AppFactory, iss
                 await start(socket, protocol, "5", CHANGES)
                 refused = await receive(socket)
                 assert (refused["id"], refused["type"]) == ("5", "error"), protocol
+
+
+async def test_a_socket_that_never_initialises_is_closed(make_app: AppFactory) -> None:
+    """Unauthenticated sockets must not pile up: both protocols close them after the init timeout."""
+    app = await make_app(websocket_init_timeout_seconds=0.5)
+    async with serve(app) as base:
+        for protocol in PROTOCOLS:
+            socket = await connect(websocket_url(base), protocol)
+            assert await closed(socket) == (4408, "Connection initialisation timeout", []), protocol
