@@ -13,7 +13,8 @@ async def test_a_task_that_does_not_succeed_fails_the_instance(gateway: Gateway,
     ends = {"error": await gateway.create_ok("conf-error"), "stopped": await gateway.create_ok("conf-stop")}
 
     for end, instance in ends.items():
-        await eventually(lambda i=instance: _status(peers, i["id"]) == "running")  # the script is done
+        instance_id = instance["id"]
+        await eventually(lambda: _status(peers, instance_id) == "running")  # noqa: B023 (awaited here)
         [task] = peers.semaphore.starts(instance_id=instance["id"])
         peers.semaphore.advance(task.id, end)
 
