@@ -1,0 +1,268 @@
+"""How one gateway worker fans status changes out to many idle websocket subscribers.
+
+One `opencsp-gateway dev` process (one uvicorn worker, SQLite, the in-process bus, the simulated cluster)
+serves N graphql-transport-ws subscribers held by several Node processes (tests/node/fanout-client.mjs,
+the `ws` package). A warm-up instance proves every subscription is in place; then instances are ordered
+one every `--interval` seconds until K status changes have happened, and every subscriber must receive
+all K. Prints:
+
+- delivery latency p50/p99/max: the client's receive time minus the change's `at` (the instant the
+  transition was written, just before its commit publishes it; one machine, one clock);
+- server memory per idle subscriber: the worker's RSS with N subscribers minus before any, over N;
+- fan-out time and deliveries/s: how long one change takes to reach its last subscriber (median over
+  the K changes), and N over that time.
+
+    .venv/bin/python benchmarks/fanout.py                        # 1,000 subscribers, 20 changes
+    .venv/bin/python benchmarks/fanout.py --subscribers 10000
+    .venv/bin/python benchmarks/fanout.py --smoke                # 20 subscribers, 4 changes: a few seconds
+
+Exit status: 0 on success, 1 when a subscriber missed a change, a process failed, or the time limit hit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_DIR = ROOT / "tests" / "node"
+CLIENT = NODE_DIR / "fanout-client.mjs"
+GATEWAY = Path(sys.executable).with_name("opencsp-gateway")
+CREATE = """
+mutation($name: String!) {
+  createInstance(input: {name: $name, flavor: "small", image: "debian-12"}) { userErrors { message } }
+}
+"""
+CHANGES_PER_INSTANCE = 4  # PENDING, PROVISIONING, CONFIGURING, ACTIVE
+
+
+class Failed(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise Failed(f"no VmRSS for process {pid}")
+
+
+def raise_fd_limit(needed: int) -> None:
+    """Each socket is a descriptor on both ends; children inherit the raised soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise Failed(f"need {needed} open files, the hard limit is {hard}: raise it (ulimit -Hn)")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+@contextlib.asynccontextmanager
+async def gateway(directory: Path, port: int, quota: int) -> AsyncIterator[asyncio.subprocess.Process]:
+    env = {
+        **os.environ,
+        "OPENCSP_DEV_STEP_SECONDS": "0.1",
+        "OPENCSP_LOG_LEVEL": "WARNING",
+        "OPENCSP_QUOTA_USER_INSTANCES": str(quota),
+        "OPENCSP_QUOTA_ORG_INSTANCES": str(quota),
+        "OPENCSP_QUOTA_USER_CPU": str(quota),
+        "OPENCSP_QUOTA_ORG_CPU": str(quota),
+        "OPENCSP_QUOTA_USER_MEMORY_MIB": str(quota * 4096),
+        "OPENCSP_QUOTA_ORG_MEMORY_MIB": str(quota * 4096),
+    }
+    process = await asyncio.create_subprocess_exec(
+        str(GATEWAY),
+        "dev",
+        "--port",
+        str(port),
+        cwd=directory,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        break
+                if process.returncode is not None:
+                    assert process.stderr is not None
+                    raise Failed(f"the gateway exited: {(await process.stderr.read()).decode()[-2000:]}")
+                await asyncio.sleep(0.1)
+            else:
+                raise Failed("the gateway did not become ready in 30 s")
+        yield process
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def token(directory: Path, role: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        str(GATEWAY), "token", "--role", role, cwd=directory, stdout=asyncio.subprocess.PIPE
+    )
+    stdout, _ = await process.communicate()
+    if process.returncode != 0:
+        raise Failed("`opencsp-gateway token` failed")
+    return stdout.decode().strip()
+
+
+async def read_line(process: asyncio.subprocess.Process, wanted: str, seconds: float) -> Any:
+    """The next JSON line of a client that carries `wanted`; a closed socket is a failure."""
+    assert process.stdout is not None
+    while True:
+        line = await asyncio.wait_for(process.stdout.readline(), seconds)
+        if not line:
+            raise Failed(f"a client exited before reporting {wanted!r}")
+        message = json.loads(line)
+        if "closed" in message:
+            raise Failed(f"the gateway closed a subscriber: {message}")
+        if wanted in message:
+            return message[wanted]
+
+
+async def order(http: httpx.AsyncClient, name: str) -> None:
+    body = (await http.post("/graphql", json={"query": CREATE, "variables": {"name": name}})).json()
+    if body.get("errors") or body["data"]["createInstance"]["userErrors"]:
+        raise Failed(f"creating {name} failed: {body}")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def run(subscribers: int, clients: int, changes: int, interval: float) -> dict[str, float]:
+    node = shutil.which("node")
+    if node is None or not (NODE_DIR / "node_modules" / "ws").exists():
+        raise Failed(
+            "needs Node.js and tests/node installed: make tests/node/node_modules/.package-lock.json"
+        )
+    raise_fd_limit(2 * subscribers + 1024)
+    instances = -(-changes // CHANGES_PER_INSTANCE)
+    measured = instances * CHANGES_PER_INSTANCE
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/graphql"
+    with tempfile.TemporaryDirectory(prefix="fanout-") as tmp:
+        directory = Path(tmp)
+        async with gateway(directory, port, quota=instances + 10) as server:
+            viewer, admin = await token(directory, "viewer"), await token(directory, "admin")
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {admin}"}, timeout=30
+            ) as http:
+                await order(http, "warm-up-probe-0")  # first requests load what is loaded lazily
+                await asyncio.sleep(1)
+                idle_before = rss_kib(server.pid)
+                shares = [subscribers // clients + (n < subscribers % clients) for n in range(clients)]
+                processes = [
+                    await asyncio.create_subprocess_exec(
+                        node,
+                        str(CLIENT),
+                        url,
+                        str(share),
+                        str(measured),
+                        cwd=NODE_DIR,
+                        env={**os.environ, "FANOUT_AUTHORIZATION": f"Bearer {viewer}"},
+                        stdout=asyncio.subprocess.PIPE,
+                        limit=256 * 1024 * 1024,  # the latencies line is one long line
+                    )
+                    for share in shares
+                    if share
+                ]
+                try:
+                    for process in processes:
+                        await read_line(process, "acked", seconds=120)
+                    await order(http, "warm-1")
+                    for process in processes:
+                        await read_line(process, "warm", seconds=60)
+                    await asyncio.sleep(1)
+                    idle_after = rss_kib(server.pid)
+
+                    for n in range(instances):
+                        await order(http, f"bench-{n}")
+                        await asyncio.sleep(interval)
+                    per_change: dict[str, list[float]] = {}
+                    for process in processes:
+                        part = await read_line(process, "latencies", seconds=120 + 10 * instances)
+                        for key, values in part.items():
+                            per_change.setdefault(key, []).extend(values)
+                finally:
+                    for process in processes:
+                        if process.returncode is None:
+                            process.kill()
+                            await process.wait()
+    latencies = [value for values in per_change.values() for value in values]
+    if len(per_change) != measured or len(latencies) != subscribers * measured:
+        raise Failed(f"expected {subscribers} x {measured} deliveries, got {len(latencies)}")
+    # A change's fan-out takes until its last subscriber has it: N deliveries in that time.
+    fan_out_s = statistics.median(max(values) for values in per_change.values()) / 1000
+    return {
+        "subscribers": subscribers,
+        "changes": measured,
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": max(latencies),
+        "kib_per_idle_subscriber": (idle_after - idle_before) / subscribers,
+        "server_rss_mib": idle_after / 1024,
+        "fan_out_ms": fan_out_s * 1000,
+        "deliveries_per_s": subscribers / max(fan_out_s, 1e-3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=0, help="Node processes (default: one per 2,500)")
+    parser.add_argument("--changes", type=int, default=20, help="status changes to measure (4 per instance)")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between orders")
+    parser.add_argument("--smoke", action="store_true", help="20 subscribers, 4 changes")
+    args = parser.parse_args()
+    if args.smoke:
+        args.subscribers, args.changes, args.interval = 20, 4, 0.1
+    clients = args.clients or max(1, -(-args.subscribers // 2500))
+    try:
+        result = asyncio.run(run(args.subscribers, clients, args.changes, args.interval))
+    except (Failed, TimeoutError) as error:
+        print(f"fanout: {error or 'timed out'}", file=sys.stderr)
+        sys.exit(1)
+    print(
+        f"{result['subscribers']:,} subscribers x {result['changes']} changes on one worker: "
+        f"latency p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms, "
+        f"max {result['max_ms']:.0f} ms; "
+        f"{result['kib_per_idle_subscriber']:.1f} KiB per idle subscriber "
+        f"(worker RSS {result['server_rss_mib']:.0f} MiB); "
+        f"one change reaches all in {result['fan_out_ms']:.0f} ms (median): "
+        f"{result['deliveries_per_s']:,.0f} deliveries/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
