@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from gateway.authn import CHALLENGE, Unauthenticated, authenticate
+from gateway.authn import CHALLENGE, IssuerUnavailable, Unauthenticated, authenticate
 from gateway.bootstrap import Runtime, document_limits
 from gateway.graphql_http import GraphQLHTTP, GraphQLRequest, RequestError
 from gateway.health import Check, database_check, healthz, readyz
@@ -40,6 +40,8 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
                 return Context.create(runtime.services, None)
             observability.unauthenticated()
             raise RequestError(401, str(error), {"WWW-Authenticate": CHALLENGE}) from None
+        except IssuerUnavailable as error:
+            raise RequestError(503, str(error), {"Retry-After": "5"}) from None
         bind_sub(principal.sub)
         return Context.create(runtime.services, principal)
 

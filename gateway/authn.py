@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from services.auth.errors import InvalidToken
+from services.auth.errors import InvalidToken, KeysUnavailable
 from services.auth.principal import Principal
 from services.auth.tokens import TokenVerifier
 
@@ -13,6 +13,11 @@ CHALLENGE = 'Bearer error="invalid_token"'
 
 class Unauthenticated(Exception):
     """No usable token; the message says why in one line and names no key or secret."""
+
+
+class IssuerUnavailable(Exception):
+    """The issuer's keys were never loaded: the token cannot be judged yet. Not the caller's fault, so
+    not a 401 (that would make a console sign its users out during an issuer outage)."""
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -36,5 +41,7 @@ async def authenticate(verifier: TokenVerifier, authorization: str | None) -> Pr
     token = bearer_token(authorization)
     try:
         return await verifier.verify(token)
+    except KeysUnavailable:
+        raise IssuerUnavailable("the token issuer's keys are not available yet; try again shortly") from None
     except InvalidToken as error:
         raise Unauthenticated(f"invalid token: {error}") from None

@@ -19,7 +19,7 @@ from resolvers.subscriptions import instance_status_changed, instance_status_cha
 from schema.context import Context
 from schema.errors import is_public
 from schema.limits import DocumentLimits, extensions
-from schema.permissions import enforce_requirements, requires
+from schema.permissions import DeniedMutations, enforce_requirements, mutation_permissions, requires
 from schema.types import (
     Catalog,
     CreateInstanceInput,
@@ -131,12 +131,14 @@ def build_schema(
     limits: DocumentLimits | None = None, observers: Sequence[Callable[[], SchemaExtension]] = ()
 ) -> strawberry.Schema:
     """`observers` (metrics, tracing) run before the limits, so they see refused operations too."""
+    guarded: dict[str, str] = {}
     schema = GatewaySchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=[*observers, *extensions(limits or DocumentLimits())],
+        extensions=[*observers, *extensions(limits or DocumentLimits()), lambda: DeniedMutations(guarded)],
     )
+    guarded.update(mutation_permissions(schema))
     enforce_requirements(schema)
     return schema
 

@@ -373,12 +373,22 @@ async def test_jwks_outage_and_key_rotation_through_the_running_gateway(
         assert_unauthenticated(withdrawn, "invalid token: unknown signing key", "withdrawn key")
 
 
-async def test_issuer_down_from_the_start_is_401_not_5xx(make_app: AppFactory, issuer: Issuer) -> None:
+async def test_issuer_down_from_the_start_is_503_not_401(make_app: AppFactory, issuer: Issuer) -> None:
+    """The token cannot be judged yet: a retryable 503, not a 401 that would sign the user out."""
     await issuer.server.stop()
     app = await make_app()
     async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
         response = await http.post("/graphql", json=ME, headers=issuer.headers("admin"))
-        assert_unauthenticated(response, "invalid token: signing keys unavailable", "no keys ever loaded")
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        assert response.json() == {
+            "errors": [
+                {
+                    "message": "the token issuer's keys are not available yet; try again shortly",
+                    "extensions": {"code": "SERVICE_UNAVAILABLE"},
+                }
+            ]
+        }
         ready = await http.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["jwks"] == "failing"

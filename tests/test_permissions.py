@@ -39,3 +39,32 @@ async def test_a_denied_field_is_null_and_the_rest_stands(
         ("ipAddress", "FORBIDDEN"),
         ("node", "FORBIDDEN"),
     ]
+
+
+async def test_a_mutation_document_with_a_denied_field_runs_nothing(
+    anonymous: httpx.AsyncClient, issuer: Issuer
+) -> None:
+    mixed = """
+    mutation {
+      createInstance(input: {name: "vm-1", flavor: "small", image: "debian-12"}) { instance { id } }
+      ...sync
+    }
+    fragment sync on Mutation { report: syncInstances { transitions } }
+    """
+    response = await anonymous.post("/graphql", json={"query": mixed}, headers=issuer.headers("user"))
+    assert response.status_code == 403
+    body = response.json()
+    assert body == {
+        "data": None,
+        "errors": [
+            {
+                "message": "requires the permission admin:sync",
+                "path": ["report"],
+                "extensions": {"code": "FORBIDDEN", "permission": "admin:sync"},
+            }
+        ],
+    }
+    listed = await anonymous.post(
+        "/graphql", json={"query": "{ instances { nodes { id } } }"}, headers=issuer.headers("user")
+    )
+    assert listed.json() == {"data": {"instances": {"nodes": []}}}
