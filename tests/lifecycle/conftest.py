@@ -292,17 +292,30 @@ class Gateway:
 
     async def wait_for_status(self, instance_id: str, status: str, timeout: float = 10.0) -> dict[str, Any]:
         """Poll over GraphQL until the instance is in `status`; fail with the last state seen."""
+        return await self.wait_for(
+            instance_id, INSTANCE_FIELDS, lambda i: i["status"] == status, timeout, f"reach {status}"
+        )
+
+    async def wait_for(
+        self,
+        instance_id: str,
+        fields: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = 10.0,
+        what: str = "satisfy the condition",
+    ) -> dict[str, Any]:
+        """Poll `fields` of the instance (as an admin) until `predicate` holds; fail with the last seen."""
         last: dict[str, Any] | None = None
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    last = await self.instance(instance_id)
-                    if last is not None and last["status"] == status:
+                    last = await self.instance(instance_id, fields)
+                    if last is not None and predicate(last):
                         return last
                     await asyncio.sleep(0.02)
         except TimeoutError:
             pass
-        raise AssertionError(f"instance {instance_id} did not reach {status} in {timeout}s; last: {last}")
+        raise AssertionError(f"instance {instance_id} did not {what} in {timeout}s; last: {last}")
 
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]
