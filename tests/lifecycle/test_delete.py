@@ -27,12 +27,9 @@ async def test_an_active_instance_is_deleted_once_its_finalizer_is_released(
 
     deleted = await gateway.wait_for_status(created["id"], "DELETED")
     assert peers.terraform(created["id"]) is None
-    assert peers.kube.object(*_secret(peers, created["id"])) is None  # collected with its owner
+    assert peers.kube.object(SECRETS, NAMESPACE, peers.secret_name(created["id"])) is None  # with its owner
     assert deleted["deletedAt"] is not None
-    assert (deleted["ipAddress"], deleted["name"]) == (
-        peers.controller.outputs_for("doomed")["ip_address"],
-        "doomed",
-    )
+    assert deleted["ipAddress"] == peers.controller.outputs_for("doomed")["ip_address"]  # the row stays
     assert [e["toStatus"] for e in deleted["events"]] == [
         "PENDING",
         "PROVISIONING",
