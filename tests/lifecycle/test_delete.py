@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.lifecycle.conftest import Gateway, Peers, eventually
+from tests.lifecycle.conftest import NAMESPACE, Gateway, Peers, eventually
+from tests.peers.kube_api import SECRETS
 
 
 async def test_an_active_instance_is_deleted_once_its_finalizer_is_released(
