@@ -38,7 +38,7 @@ from schema.types import InstanceConnection
 Call = Callable[[], Awaitable[object]]
 
 
-async def asgi_post(app: Any, path: str) -> bytes:
+async def asgi_post(app: Any, path: str, token: str = "-") -> bytes:
     """One POST of query_list's body straight into the ASGI app; returns the response body."""
     scope = {
         "type": "http",
@@ -55,6 +55,7 @@ async def asgi_post(app: Any, path: str) -> bytes:
             (b"content-type", b"application/json"),
             (b"accept", b"application/json"),
             (b"content-length", str(len(BODY)).encode()),
+            (b"authorization", f"Bearer {token}".encode()),
         ],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
@@ -165,6 +166,7 @@ def gateway_variants(app: Any) -> tuple[Call, dict[str, Call]]:
     from schema.build import GatewaySchema, Query, build_schema
     from schema.context import Context
     from schema.types import Instance
+    from services.auth.principal import SYSTEM
     from services.instances.reading import InstanceFilter
     from services.instances.visibility import Visibility
 
@@ -183,7 +185,7 @@ def gateway_variants(app: Any) -> tuple[Call, dict[str, Call]]:
     roots: dict[str, Any] = {}
 
     def context() -> Context:
-        return Context.create(services, Visibility.everything())
+        return Context.create(services, SYSTEM)
 
     async def page() -> Any:
         return await services.instances.page(Visibility.everything(), InstanceFilter(), first=PAGE_SIZE)
@@ -256,11 +258,11 @@ def _plain(value: Any) -> Any:
 
 async def breakdown(rows: int, count: int) -> None:
     async with seeded(rows) as url:
-        gateway = query_list.gateway_app(url)
+        gateway, token = await query_list.gateway_app(url)
         baseline = query_list.baseline_app(url)
         calls: dict[str, Call] = {
             "baseline app, full request": lambda: asgi_post(baseline, PATHS["baseline"]),
-            "gateway app, full request": lambda: asgi_post(gateway, PATHS["gateway"]),
+            "gateway app, full request": lambda: asgi_post(gateway, PATHS["gateway"], token),
         }
         prepare, variants = gateway_variants(gateway)
         await prepare()
@@ -273,11 +275,11 @@ async def breakdown(rows: int, count: int) -> None:
 
 async def profile(rows: int, count: int, profiler: str, limit: int) -> None:
     async with seeded(rows) as url:
-        app = query_list.gateway_app(url)
+        app, token = await query_list.gateway_app(url)
 
         async def requests() -> None:
             for _ in range(count):
-                await asgi_post(app, PATHS["gateway"])
+                await asgi_post(app, PATHS["gateway"], token)
 
         await requests()  # warm caches before measuring
         if profiler == "cprofile":

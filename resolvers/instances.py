@@ -59,17 +59,14 @@ async def resolve_instances(
         )
     except InvalidCursor as exc:
         raise BadUserInput(str(exc)) from None
-    edges = [
-        InstanceEdge(cursor=cursor, node=Instance.from_record(item))
-        for item, cursor in zip(page.items, page.cursors, strict=True)
-    ]
+    items = page.items
     return InstanceConnection(
-        edges=edges,
+        edges=[InstanceEdge(node=Instance.from_record(item)) for item in items],
         page_info=PageInfo(
             has_next_page=page.has_next_page,
             has_previous_page=page.has_previous_page,
-            start_cursor=page.cursors[0] if page.cursors else None,
-            end_cursor=page.cursors[-1] if page.cursors else None,
+            start_cursor=page.cursor(items[0]) if items else None,
+            end_cursor=page.cursor(items[-1]) if items else None,
         ),
     )
 

@@ -12,6 +12,7 @@ from services.auth.permissions import INSTANCE_READ_INTERNALS, INSTANCE_READ_NET
 from services.catalog import Flavor as FlavorModel
 from services.catalog import Image as ImageModel
 from services.db.models import InstanceStatus as InstanceStatusValue
+from services.instances.cursor import encode_cursor
 from services.instances.records import InstanceEventRecord, InstanceRecord
 
 InstanceStatus = strawberry.enum(
@@ -195,8 +196,11 @@ class PageInfo:
 
 @strawberry.type
 class InstanceEdge:
-    cursor: str
     node: Instance
+
+    @strawberry.field(description="Pass as `after` to read the page that follows this edge.")
+    def cursor(self) -> str:
+        return encode_cursor(self.node.created_at, self.node.record.id)
 
 
 @strawberry.type(description="A page of instances, newest first.")

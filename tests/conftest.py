@@ -106,7 +106,7 @@ async def make_app(settings: Settings, engine: AsyncEngine) -> AsyncIterator[App
     runtimes: list[Runtime] = []
 
     async def factory(**overrides: Any) -> Starlette:
-        changed = Settings(**{**settings.model_dump(), **overrides, "_env_file": None})  # type: ignore[arg-type]
+        changed = Settings(**{**settings.model_dump(), **overrides, "_env_file": None})
         runtime = await build_runtime(
             changed,
             engine=engine,

@@ -97,7 +97,8 @@ def graphql(base: str, token: str, query: str, **variables: Any) -> dict[str, An
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     assert "errors" not in body, body
-    return body["data"]
+    data: dict[str, Any] = body["data"]
+    return data
 
 
 def wait_for(base: str, token: str, instance_id: str, status: str) -> dict[str, Any]:

@@ -269,7 +269,7 @@ class _Query:
 
 
 async def test_a_fault_outside_execution_is_a_masked_500() -> None:
-    async def broken_context(_: Request) -> object:
+    async def broken_context(_: Request, __: object) -> object:
         raise RuntimeError("cannot reach postgresql://admin:hunter2@db/prod")
 
     endpoint = GraphQLHTTP(strawberry.Schema(query=_Query), broken_context, body_limit=4096, graphiql=False)

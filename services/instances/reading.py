@@ -28,9 +28,13 @@ class InstanceFilter:
 @dataclass(frozen=True, slots=True)
 class Page:
     items: Sequence[InstanceRecord]
-    cursors: Sequence[str]
     has_next_page: bool
     has_previous_page: bool
+
+    @staticmethod
+    def cursor(item: InstanceRecord) -> str:
+        """Made only when asked for: most pages are read through `nodes`, without cursors."""
+        return encode_cursor(item.created_at, item.id)
 
 
 class InstanceReader:
@@ -43,8 +47,8 @@ class InstanceReader:
             return []
         query = select(*INSTANCE_COLUMNS).where(Instance.id.in_(set(ids)), visibility.clause())
         async with self._sessions() as session:
-            rows = (await session.execute(query)).mappings().all()
-        found = {row["id"]: InstanceRecord.from_mapping(row) for row in rows}
+            rows = (await session.execute(query)).all()
+        found = {record.id: record for record in map(InstanceRecord.from_row, rows)}
         return [found.get(instance_id) for instance_id in ids]
 
     async def page(
@@ -76,11 +80,9 @@ class InstanceReader:
             )
         query = query.order_by(Instance.created_at.desc(), Instance.id.desc()).limit(first + 1)
         async with self._sessions() as session:
-            rows = (await session.execute(query)).mappings().all()
-        items = [InstanceRecord.from_mapping(row) for row in rows[:first]]
+            rows = (await session.execute(query)).all()
         return Page(
-            items=items,
-            cursors=[encode_cursor(item.created_at, item.id) for item in items],
+            items=[InstanceRecord.from_row(row) for row in rows[:first]],
             has_next_page=len(rows) > first,
             has_previous_page=after is not None,
         )

@@ -43,6 +43,11 @@ class InstanceRecord:
     def from_mapping(cls, row: Any) -> InstanceRecord:
         return cls(**{name: row[name] for name in cls.__slots__})
 
+    @classmethod
+    def from_row(cls, row: Any) -> InstanceRecord:
+        """From a row selected with `reading.INSTANCE_COLUMNS`, whose order is this class's fields'."""
+        return cls(*row)
+
 
 @dataclass(frozen=True, slots=True)
 class InstanceEventRecord:

@@ -62,6 +62,7 @@ async def test_already_exists_is_a_409_status(custom: client.CustomObjectsApi) -
     with pytest.raises(ApiException) as caught:
         await custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, obj)
     assert caught.value.status == 409
+    assert caught.value.body is not None
     status = json.loads(caught.value.body)
     assert (status["kind"], status["reason"], status["code"]) == ("Status", "AlreadyExists", 409)
 
@@ -82,7 +83,7 @@ async def test_finalizers_hold_deletion_until_removed(
     await cluster.delete(NAMESPACE, name)  # a second delete changes nothing
     assert (await cluster.get(NAMESPACE, name)) == pending
     with pytest.raises(ApiException) as caught:  # no new finalizers while deleting
-        await custom.patch_namespaced_custom_object(
+        await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
             GROUP,
             VERSION,
             NAMESPACE,
@@ -92,7 +93,7 @@ async def test_finalizers_hold_deletion_until_removed(
             _content_type=MERGE,
         )
     assert caught.value.status == 422
-    await custom.patch_namespaced_custom_object(
+    await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
         GROUP, VERSION, NAMESPACE, PLURAL, name, {"metadata": {"finalizers": None}}, _content_type=MERGE
     )
     assert await cluster.get(NAMESPACE, name) is None
@@ -122,12 +123,12 @@ async def test_status_subresource_and_generation(
     name = obj["metadata"]["name"]
     created = await cluster.create(obj)
     # The main resource ignores status; the status subresource ignores everything else.
-    ignored = await custom.patch_namespaced_custom_object(
+    ignored = await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
         GROUP, VERSION, NAMESPACE, PLURAL, name, {"status": {"observedGeneration": 7}}, _content_type=MERGE
     )
     assert ignored["status"] == created["status"]
     assert ignored["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]  # a no-op
-    status = await custom.patch_namespaced_custom_object_status(
+    status = await custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
         GROUP,
         VERSION,
         NAMESPACE,
@@ -140,7 +141,7 @@ async def test_status_subresource_and_generation(
     assert status["spec"]["interval"] == obj["spec"]["interval"]
     assert status["metadata"]["generation"] == 1  # status writes never bump generation
     assert int(status["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
-    labelled = await custom.patch_namespaced_custom_object(
+    labelled = await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
         GROUP, VERSION, NAMESPACE, PLURAL, name, {"metadata": {"labels": {"extra": "1"}}}, _content_type=MERGE
     )
     assert labelled["metadata"]["generation"] == 1  # metadata changes do not either
