@@ -30,12 +30,14 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage as LegacyConnectionInitMessage,
 )
 
-from gateway.authn import Unauthenticated, authenticate, authorization_of
+from gateway.authn import IssuerUnavailable, Unauthenticated, authenticate, authorization_of
+from gateway.observability.logs import bind_sub
 from schema.context import Context
 from services.auth.tokens import TokenVerifier
 
 BAD_TOKEN = 4403
 EXPIRED = 4401
+TRY_AGAIN_LATER = 1013  # the issuer's keys never loaded: the token cannot be judged yet
 INIT_TIMEOUT = 4408  # as graphql-transport-ws closes a socket that never sent connection_init
 _CONTEXT = "opencsp.context"
 _REASON_BYTES = 120  # a close frame's reason must stay under 123 bytes
@@ -59,7 +61,11 @@ class _Authenticating:
         except Unauthenticated as error:
             await self.websocket.close(code=BAD_TOKEN, reason=_reason(str(error)))
             return False
+        except IssuerUnavailable as error:
+            await self.websocket.close(code=TRY_AGAIN_LATER, reason=_reason(str(error)))
+            return False
         self.context.authenticate(principal)
+        bind_sub(principal.sub)
         self.view.close_at_expiry(self.context, principal.expires_at)
         return True
 
