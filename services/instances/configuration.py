@@ -36,6 +36,11 @@ class ConfigurationSettings:
     min_poll: float = 1.0
     max_poll: float = 30.0
     start_retry: float = 2.0
+    adopt_after: float | None = None  # None: min(60 s, half the timeout)
+
+    @property
+    def adoption_grace(self) -> float:
+        return self.adopt_after if self.adopt_after is not None else min(60.0, self.timeout / 2)
 
 
 @dataclass(slots=True)
@@ -63,6 +68,19 @@ class Configuration:
         task = asyncio.create_task(self._supervise(record), name=f"configure {record.id}")
         self._runs[record.id] = _Run(task=task, task_id=record.semaphore_task_id)
         task.add_done_callback(lambda _: self._runs.pop(record.id, None))
+
+    def adopt(self, record: InstanceRecord, *, at_once: bool = False) -> None:
+        """Supervise a CONFIGURING instance a reconcile found, rather than one this process moved there.
+
+        The transition's winner, maybe another replica, may be starting its task right now; a second
+        start would find nothing under the start key yet and queue a second task. So an instance whose
+        task is not recorded is adopted only once it has waited `adoption_grace` (its owner is presumed
+        gone), or `at_once` at start-up, when what this process owned before is certainly gone."""
+        if record.semaphore_task_id is None and not at_once:
+            waited = (utcnow() - record.updated_at).total_seconds()
+            if waited < self._settings.adoption_grace:
+                return
+        self.start(record)
 
     async def hint(self, task_id: int) -> bool:
         """A webhook said task `task_id` moved: read it now. False when no instance knows that task."""

@@ -69,6 +69,7 @@ class Lifecycle:
         self.quotas = quotas
         self.reconcile_interval = reconcile_interval
         self.watch_health = WatchHealth()
+        self._reconciled = False  # the first reconcile is start-up's
 
     # -- what users ask for -------------------------------------------------------------------------
 
@@ -183,9 +184,10 @@ class Lifecycle:
 
     async def reconcile(self) -> None:
         """Settle every instance that is not final against the cluster and Semaphore (start-up, timer)."""
+        at_start_up, self._reconciled = not self._reconciled, True
         for record in await self.store.unfinished():
             try:
-                await self._reconcile_one(record)
+                await self._reconcile_one(record, at_start_up=at_start_up)
             except ClusterError as error:
                 logger.warning("reconciling %s: %s", record.id, error)
 
@@ -234,7 +236,7 @@ class Lifecycle:
                 await self.reconcile()
             await asyncio.sleep(self.reconcile_interval)
 
-    async def _reconcile_one(self, record: InstanceRecord) -> None:
+    async def _reconcile_one(self, record: InstanceRecord, *, at_start_up: bool = False) -> None:
         match record.status:
             case InstanceStatus.PENDING:
                 obj = await self.provisioning.fetch(record) or await self.provisioning.ensure_object(record)
@@ -247,7 +249,7 @@ class Lifecycle:
                 else:
                     await self.provisioning.apply(record, obj)
             case InstanceStatus.CONFIGURING:
-                self.configuration.start(record)
+                self.configuration.adopt(record, at_once=at_start_up)
             case InstanceStatus.DELETING:
                 await self.provisioning.delete_object(record)
 
