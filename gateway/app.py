@@ -30,7 +30,11 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
     """`own_runtime`: the app starts the runtime's background work and closes it at shutdown."""
     settings = runtime.settings
     observability = Observability.create(settings)
-    schema = build_schema(document_limits(settings), observability.schema_extensions())
+    schema = build_schema(
+        document_limits(settings),
+        observability.schema_extensions(),
+        share_subscriptions=settings.subscription_backlog_limit if settings.share_subscriptions else None,
+    )
 
     async def http_context(request: Request, graphql_request: GraphQLRequest) -> Context:
         try:
@@ -57,6 +61,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
         verifier=runtime.verifier,
         max_subscriptions=settings.max_subscriptions_per_connection,
         init_timeout=settings.websocket_init_timeout_seconds,
+        keep_alive_interval=settings.websocket_keep_alive_seconds,
     )
 
     @asynccontextmanager
@@ -99,5 +104,6 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
     app = Starlette(routes=routes, lifespan=lifespan, middleware=observability.middleware())
     observability.observe(app, runtime)
     app.state.runtime = runtime
+    app.state.schema = schema
     app.state.observability = observability
     return app

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     public_introspection: bool = False
     max_subscriptions_per_connection: int = Field(default=20, ge=1)
     subscription_backlog_limit: int = Field(default=256, ge=1)
+    share_subscriptions: bool = True
+    websocket_keep_alive_seconds: float = Field(default=15.0, gt=0)
     websocket_init_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # The cluster: where instances' Terraform objects live and what they build from.

@@ -33,6 +33,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 from gateway.authn import IssuerUnavailable, Unauthenticated, authenticate, authorization_of
 from gateway.observability.logs import bind_sub
 from schema.context import Context
+from schema.multiplex import encode_message
 from services.auth.tokens import TokenVerifier
 
 BAD_TOKEN = 4403
@@ -153,6 +154,9 @@ class GraphQLWebSocket(GraphQL[Context, None]):
             context = scope.get(_CONTEXT)
             if isinstance(context, Context) and context.expiry is not None:
                 context.expiry.cancel()
+
+    def encode_json(self, data: object) -> str:
+        return encode_message(data)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         assert isinstance(request, WebSocket)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 from collections.abc import AsyncGenerator
 
 import strawberry
-from strawberry.dataloader import DataLoader
 
 from resolvers.instances import parse_id
 from schema.context import Context
@@ -21,13 +18,9 @@ class SubscriptionEnded(PublicError):
 
 
 def _event(context: Context, update: StatusUpdate) -> InstanceStatusEvent:
-    # The connection's loaders live as long as the socket: forget what they read for this instance,
-    # or nested fields (its events) would answer every change from the first one's read.
-    for loader in dataclasses.fields(context.loaders):
-        cached = getattr(context.loaders, loader.name)
-        if isinstance(cached, DataLoader):
-            with contextlib.suppress(KeyError):  # Strawberry's clear() raises for a key never loaded
-                cached.clear(update.instance.id)
+    # The loaders live as long as the subscription: forget what they read for this instance, or
+    # nested fields (its events) would answer every change from the first one's read.
+    context.loaders.forget(update.instance.id)
     return InstanceStatusEvent(
         instance=Instance.from_record(update.instance),
         from_status=update.event.from_status,

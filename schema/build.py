@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import Annotated
+import functools
+from collections.abc import AsyncGenerator, Callable, Hashable, Iterable, Sequence
+from typing import Annotated, Any
 
+import orjson
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.printer import print_schema
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from resolvers.catalog import resolve_catalog
 from resolvers.instances import resolve_instance, resolve_instances
@@ -19,6 +22,7 @@ from resolvers.subscriptions import instance_status_changed, instance_status_cha
 from schema.context import Context
 from schema.errors import is_public
 from schema.limits import DocumentLimits, extensions
+from schema.multiplex import Multiplexer, is_subscription
 from schema.permissions import DeniedMutations, enforce_requirements, mutation_permissions, requires
 from schema.types import (
     Catalog,
@@ -118,6 +122,53 @@ class Subscription:
 
 
 class GatewaySchema(strawberry.Schema):
+    """Strawberry's schema, plus shared execution of identical subscriptions (`schema.multiplex`)."""
+
+    multiplexer: Multiplexer | None = None
+
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> Any:
+        run = functools.partial(
+            super().stream,
+            query,
+            variable_values,
+            root_value=root_value,
+            operation_name=operation_name,
+            operation_extensions=operation_extensions,
+            allowed_operation_types=allowed_operation_types,
+        )
+        key = self._share_key(query, variable_values, context_value, operation_name)
+        if key is None or self.multiplexer is None:
+            return await run(context_value=context_value)
+        assert isinstance(context_value, Context)
+        # The group runs with a context of its own: the first member's socket may close long before.
+        shared = Context.create(context_value.services, context_value.principal)
+        return await self.multiplexer.join(key, lambda: run(context_value=shared))
+
+    @staticmethod
+    def _share_key(
+        query: str | None, variables: dict[str, Any] | None, context: Any, operation_name: str | None
+    ) -> Hashable | None:
+        principal = getattr(context, "principal", None)
+        if query is None or principal is None or not is_subscription(query, operation_name):
+            return None
+        return (
+            query,
+            orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS),
+            operation_name,
+            frozenset(principal.grants.items()),
+            principal.global_permissions,
+            context.visibility,
+        )
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -128,8 +179,13 @@ class GatewaySchema(strawberry.Schema):
 
 
 def build_schema(
-    limits: DocumentLimits | None = None, observers: Sequence[Callable[[], SchemaExtension]] = ()
+    limits: DocumentLimits | None = None,
+    observers: Sequence[Callable[[], SchemaExtension]] = (),
+    *,
+    share_subscriptions: int | None = None,
 ) -> strawberry.Schema:
+    """`share_subscriptions`: run identical subscriptions once, each member holding at most that many
+    results unread; None runs every subscription on its own."""
     """`observers` (metrics, tracing) run before the limits, so they see refused operations too."""
     guarded: dict[str, str] = {}
     schema = GatewaySchema(
@@ -139,6 +195,8 @@ def build_schema(
         extensions=[*observers, *extensions(limits or DocumentLimits()), lambda: DeniedMutations(guarded)],
     )
     guarded.update(mutation_permissions(schema))
+    if share_subscriptions is not None:
+        schema.multiplexer = Multiplexer(limit=share_subscriptions)
     enforce_requirements(schema)
     return schema
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,12 @@ class Loaders:
     instance: DataLoader[uuid.UUID, InstanceRecord | None]
     newest_events: DataLoader[uuid.UUID, list[InstanceEventRecord]]
     oldest_events: DataLoader[uuid.UUID, list[InstanceEventRecord]]
+
+    def forget(self, instance_id: uuid.UUID) -> None:
+        """Drop what was read for one instance: a socket's loaders outlive one change of it."""
+        for loader in (self.instance, self.newest_events, self.oldest_events):
+            with contextlib.suppress(KeyError):  # Strawberry's clear() raises for a key never loaded
+                loader.clear(instance_id)
 
     @classmethod
     def create(cls, services: Services, visibility: Visibility) -> Loaders:

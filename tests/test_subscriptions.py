@@ -142,19 +142,34 @@ async def test_one_instance_subscription_and_no_existence_leak(live: str, issuer
         await socket.close()
 
 
-async def test_subscriptions_leave_nothing_behind(live: str, issuer: Issuer, runtime: Runtime) -> None:
+async def eventually(check: Any, attempts: int = 250) -> bool:
+    for _ in range(attempts):
+        if check():
+            return True
+        await asyncio.sleep(0.02)
+    return bool(check())
+
+
+async def test_identical_subscriptions_share_one_execution_and_leave_nothing_behind(
+    live: str, issuer: Issuer, runtime: Runtime
+) -> None:
     hub = runtime.services.hub
-    socket = await open_transport_ws(live, issuer.token("viewer"))
-    for n in range(5):
-        await socket.send(json.dumps({"id": str(n), "type": "subscribe", "payload": {"query": CHANGES}}))
-    for _ in range(100):
-        if hub.subscribers == 5:
-            break
-        await asyncio.sleep(0.02)
-    assert hub.subscribers == 5
-    await socket.close()  # the client vanishes without completing its subscriptions
-    for _ in range(200):
-        if hub.subscribers == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert hub.subscribers == 0
+    sockets = [await open_transport_ws(live, issuer.token("viewer", sub=f"viewer-{n}")) for n in range(3)]
+    for n, socket in enumerate(sockets):
+        for m in range(2):
+            message = {"id": f"{n}-{m}", "type": "subscribe", "payload": {"query": CHANGES}}
+            await socket.send(json.dumps(message))
+    # Six subscribers with the same document and the same rights: one execution, one hub mailbox.
+    assert await eventually(lambda: hub.subscribers == 1)
+    await create(live, issuer, "shared-1")
+    for socket in sockets:
+        got = [await receive(socket), await receive(socket)]
+        assert sorted(m["id"] for m in got)[-1].endswith("-1")
+        assert {m["payload"]["data"]["instanceStatusChanges"]["to"] for m in got} == {"PENDING"}
+    # Other rights, other answers: a user's subscription runs on its own.
+    mine = await open_transport_ws(live, issuer.token("user", sub="alice"))
+    await mine.send(json.dumps({"id": "u", "type": "subscribe", "payload": {"query": CHANGES}}))
+    assert await eventually(lambda: hub.subscribers == 2)
+    for socket in [*sockets, mine]:
+        await socket.close()  # the clients vanish without completing their subscriptions
+    assert await eventually(lambda: hub.subscribers == 0)

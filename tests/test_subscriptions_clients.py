@@ -59,7 +59,10 @@ async def gateway(
 ) -> AsyncIterator[tuple[str, Runtime]]:
     """A real server over a runtime with `overrides`; `send_buffer` shrinks each accepted socket's kernel
     send buffer, so a client that stops reading makes the server's sends wait after a few messages."""
-    changed = Settings(**{**settings.model_dump(), **overrides, "_env_file": None})
+    # Unshared by default: these tests count one hub mailbox per subscription (sharing: test_multiplex).
+    changed = Settings(
+        **{**settings.model_dump(), "share_subscriptions": False, **overrides, "_env_file": None}
+    )
     runtime = await build_runtime(
         changed,
         engine=engine,

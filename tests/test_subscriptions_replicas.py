@@ -59,6 +59,8 @@ async def database_url() -> AsyncIterator[str]:
 async def replicas(settings: Settings, count: int) -> AsyncIterator[list[tuple[str, Runtime]]]:
     cluster = SimulatedCluster(step_delay=0.01)
     runner = SimulatedSemaphore(step_delay=0.01)
+    # Each subscription on its own, so the test can count them per replica; sharing has its own tests.
+    settings = Settings(**{**settings.model_dump(), "share_subscriptions": False, "_env_file": None})
     async with contextlib.AsyncExitStack() as stack:
         running: list[tuple[str, Runtime]] = []
         for _ in range(count):

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from gateway.settings import Settings
 
 
-
 @dataclass(slots=True)
 class Observability:
     metrics: Metrics | None

@@ -19,7 +19,9 @@ def visibility_of(principal: Principal) -> Visibility:
     if principal.all_orgs and INSTANCE_READ_ORG in principal.global_permissions:
         return Visibility.everything()
     org_ids = frozenset(org for org, granted in principal.grants.items() if INSTANCE_READ_ORG in granted)
-    own = principal.has(INSTANCE_READ)
+    # Reading the whole own org already covers one's own instances: leaving the owner out makes callers
+    # with the same rights in the same org see through the same Visibility (one shared subscription).
+    own = principal.has(INSTANCE_READ) and principal.org_id not in org_ids
     return Visibility(
         owner_sub=principal.sub if own else None,
         owner_org=principal.org_id if own else None,

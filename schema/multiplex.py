@@ -1,0 +1,172 @@
+"""One execution per event for every subscriber who would get the same answer.
+
+Subscribers with the same document, variables and operation, the same permissions in every org and the
+same row-level visibility receive identical results, so they share a group: the group runs the
+subscription once (with a context of its own), and each result is serialized once (`SharedData`) and
+handed to every member's bounded queue. A member that falls more than `limit` results behind is dropped
+with the same SUBSCRIPTION_CLOSED error the hub gives; the others never wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
+from strawberry.types import ExecutionResult
+
+logger = logging.getLogger(__name__)
+
+CLOSED = "SUBSCRIPTION_CLOSED"
+
+
+class SharedData(dict[str, Any]):
+    """A result's `data` whose payload (data, errors, extensions) is serialized once for all members."""
+
+    __slots__ = ("payload_json",)
+
+    def __init__(self, data: dict[str, Any] | None, result: ExecutionResult) -> None:
+        super().__init__(data or {})
+        payload: dict[str, Any] = {"data": data}
+        if result.errors:
+            payload["errors"] = [error.formatted for error in result.errors]
+        if result.extensions:
+            payload["extensions"] = result.extensions
+        self.payload_json = orjson.dumps(payload).decode()
+
+
+def shared(result: ExecutionResult) -> ExecutionResult:
+    if result.data is None:
+        return result
+    return ExecutionResult(
+        data=SharedData(result.data, result), errors=result.errors, extensions=result.extensions
+    )
+
+
+@lru_cache(maxsize=512)
+def is_subscription(query: str, operation_name: str | None) -> bool:
+    try:
+        document = parse(query)
+    except GraphQLError:
+        return False
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    chosen = [o for o in operations if operation_name is None or (o.name and o.name.value == operation_name)]
+    return len(chosen) == 1 and chosen[0].operation is OperationType.SUBSCRIPTION
+
+
+def closed_result(reason: str) -> ExecutionResult:
+    return ExecutionResult(data=None, errors=[GraphQLError(reason, extensions={"code": CLOSED})])
+
+
+@dataclass(eq=False)
+class _Member:
+    limit: int
+    queue: deque[ExecutionResult] = field(default_factory=deque)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    done: bool = False
+
+    def put(self, result: ExecutionResult) -> None:
+        if self.done:
+            return
+        if len(self.queue) >= self.limit:
+            self.queue.clear()
+            self.queue.append(
+                closed_result(f"the subscriber fell more than {self.limit} changes behind; subscribe again")
+            )
+            self.done = True
+        else:
+            self.queue.append(result)
+        self.ready.set()
+
+    def finish(self) -> None:
+        self.done = True
+        self.ready.set()
+
+
+class _Group:
+    def __init__(
+        self, key: Hashable, source: AsyncGenerator[Any, None], on_empty: Callable[[Hashable], None]
+    ):
+        self.key = key
+        self.members: set[_Member] = set()
+        self._source = source
+        self._on_empty = on_empty
+        self._task = asyncio.create_task(self._pump(), name="shared subscription")
+
+    async def _pump(self) -> None:
+        try:
+            async for result in self._source:
+                result = shared(result) if isinstance(result, ExecutionResult) else result
+                for member in list(self.members):
+                    member.put(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("a shared subscription failed")
+        finally:
+            with contextlib.suppress(Exception):
+                await self._source.aclose()
+            for member in list(self.members):
+                member.finish()
+
+    async def leave(self, member: _Member) -> None:
+        self.members.discard(member)
+        if not self.members:
+            self._on_empty(self.key)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class Multiplexer:
+    def __init__(self, *, limit: int) -> None:
+        self.limit = limit
+        self._groups: dict[Hashable, _Group] = {}
+
+    @property
+    def groups(self) -> int:
+        return len(self._groups)
+
+    async def join(
+        self, key: Hashable, start: Callable[[], Awaitable[AsyncGenerator[Any, None]]]
+    ) -> AsyncGenerator[Any, None]:
+        """The results of the group `key`, started with `start()` if no member runs it yet."""
+        group = self._groups.get(key)
+        if group is None:
+            group = _Group(key, await start(), self._forget)
+            self._groups[key] = group
+        member = _Member(self.limit)
+        group.members.add(member)
+        return self._receive(group, member)
+
+    def _forget(self, key: Hashable) -> None:
+        self._groups.pop(key, None)
+
+    async def _receive(self, group: _Group, member: _Member) -> AsyncGenerator[Any, None]:
+        try:
+            while True:
+                await member.ready.wait()
+                while member.queue:
+                    yield member.queue.popleft()
+                if member.done:
+                    return
+                member.ready.clear()
+        finally:
+            await group.leave(member)
+
+
+def encode_message(message: object) -> str:
+    """A websocket message as JSON text; a shared result's payload is spliced in, not serialized again."""
+    if isinstance(message, dict):
+        payload = message.get("payload")
+        if isinstance(payload, dict) and isinstance(payload.get("data"), SharedData):
+            head = orjson.dumps({"id": message.get("id"), "type": message.get("type")}).decode()
+            return f'{head[:-1]},"payload":{payload["data"].payload_json}}}'
+    return orjson.dumps(message).decode()

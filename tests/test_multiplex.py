@@ -1,0 +1,76 @@
+"""Shared subscription groups: one run for many members, each member bounded on its own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+import orjson
+from strawberry.types import ExecutionResult
+
+from schema.multiplex import CLOSED, Multiplexer, SharedData, encode_message, is_subscription
+
+
+class Source:
+    """A subscription run that counts how often it was started and yields what the test feeds it."""
+
+    def __init__(self) -> None:
+        self.starts = 0
+        self.closed = 0
+        self.feed: asyncio.Queue[int] = asyncio.Queue()
+
+    async def start(self) -> AsyncGenerator[ExecutionResult, None]:
+        self.starts += 1
+        return self._run()
+
+    async def _run(self) -> AsyncGenerator[ExecutionResult, None]:
+        try:
+            while True:
+                yield ExecutionResult(data={"n": await self.feed.get()}, errors=None)
+        finally:
+            self.closed += 1
+
+
+async def test_members_of_one_key_share_one_run_and_one_serialization() -> None:
+    source = Source()
+    multiplexer = Multiplexer(limit=10)
+    members = [await multiplexer.join("key", source.start) for _ in range(3)]
+    assert source.starts == 1
+    await source.feed.put(1)
+    results = [await anext(member) for member in members]
+    assert {id(result.data) for result in results} == {id(results[0].data)}  # one object, serialized once
+    assert isinstance(results[0].data, SharedData)
+    frame = encode_message({"id": "7", "type": "next", "payload": {"data": results[0].data}})
+    assert orjson.loads(frame) == {"id": "7", "type": "next", "payload": {"data": {"n": 1}}}
+    for member in members:
+        await member.aclose()
+    assert multiplexer.groups == 0
+    await asyncio.sleep(0)
+    assert source.closed == 1
+
+
+async def test_a_member_that_falls_behind_is_closed_and_the_others_go_on() -> None:
+    source = Source()
+    multiplexer = Multiplexer(limit=2)
+    slow = await multiplexer.join("key", source.start)
+    fast = await multiplexer.join("key", source.start)
+    for n in range(5):
+        await source.feed.put(n)
+        assert (await anext(fast)).data == {"n": n}
+    closed = await anext(slow)
+    assert closed.data is None
+    assert closed.errors is not None
+    assert closed.errors[0].extensions == {"code": CLOSED}
+    assert closed.errors[0].message == "the subscriber fell more than 2 changes behind; subscribe again"
+    assert [result async for result in slow] == []  # and then it ends
+    await source.feed.put(5)
+    assert (await anext(fast)).data == {"n": 5}
+    await fast.aclose()
+    assert multiplexer.groups == 0
+
+
+async def test_only_subscriptions_are_shared() -> None:
+    assert is_subscription("subscription { a }", None)
+    assert not is_subscription("query { a }", None)
+    assert not is_subscription("subscription A { a } query B { b }", "B")
+    assert not is_subscription("subscription {", None)
