@@ -101,6 +101,8 @@ def run_server(settings: Settings) -> None:
             log_config=None,  # uvicorn's loggers go through ours (configure_logging above)
             proxy_headers=True,
             lifespan="on",
+            ws=settings.websocket_implementation,
+            ws_per_message_deflate=False,
         )
         await uvicorn.Server(config).serve()
 

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     subscription_backlog_limit: int = Field(default=256, ge=1)
     share_subscriptions: bool = True
     websocket_keep_alive_seconds: float = Field(default=15.0, gt=0)
+    websocket_implementation: Literal["websockets", "websockets-sansio", "wsproto"] = "websockets-sansio"
     websocket_init_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # The cluster: where instances' Terraform objects live and what they build from.

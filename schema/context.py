@@ -58,7 +58,8 @@ class Context:
     services: Services
     principal: Principal | None
     visibility: Visibility
-    loaders: Loaders
+    # Made on first use: most websocket connections only hold shared subscriptions and never load.
+    _loaders: Loaders | None = field(default=None)
     # Set by the websocket protocols from `connection_init`.
     connection_params: dict[str, Any] | None = field(default=None)
     # A websocket connection's socket and the timer that closes it when its token expires.
@@ -69,15 +70,16 @@ class Context:
     def create(cls, services: Services, principal: Principal | None) -> Context:
         """No principal (public introspection) sees no rows at all."""
         visibility = visibility_of(principal) if principal is not None else Visibility()
-        return cls(
-            services=services,
-            principal=principal,
-            visibility=visibility,
-            loaders=Loaders.create(services, visibility),
-        )
+        return cls(services=services, principal=principal, visibility=visibility)
+
+    @property
+    def loaders(self) -> Loaders:
+        if self._loaders is None:
+            self._loaders = Loaders.create(self.services, self.visibility)
+        return self._loaders
 
     def authenticate(self, principal: Principal) -> None:
         """A websocket learns its principal at connection_init, after the context exists."""
         self.principal = principal
         self.visibility = visibility_of(principal)
-        self.loaders = Loaders.create(self.services, self.visibility)
+        self._loaders = None
