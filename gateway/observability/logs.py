@@ -92,7 +92,8 @@ class RequestId:
 
         token = _current.set(log)
         try:
-            await self.app(scope, receive, send_with_id)
+            # A websocket has no response headers to tag; leaving its `send` alone spares every frame.
+            await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
         finally:
             _current.reset(token)
 
