@@ -18,11 +18,12 @@ from graphql import GraphQLError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from strawberry.exceptions import MissingQueryError
-from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
+
+from gateway.graphiql import graphiql_html
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ class GraphQLHTTP:
         self.schema = schema
         self.context_factory = context_factory
         self.body_limit = body_limit
-        self.graphiql_html = get_graphql_ide_html(graphql_ide="graphiql") if graphiql else None
+        self.graphiql_html = graphiql_html() if graphiql else None
 
     async def handle(self, request: Request) -> Response:
         if request.method not in ("GET", "POST"):

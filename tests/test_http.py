@@ -286,3 +286,10 @@ async def test_a_fault_outside_execution_is_a_masked_500() -> None:
         "message": "Internal server error.",
         "extensions": {"code": "INTERNAL_SERVER_ERROR"},
     }
+
+
+async def test_graphiql_sends_the_headers_tab_on_websockets_too(client: httpx.AsyncClient) -> None:
+    """The gateway authenticates websockets from connection_init; GraphiQL must put the token there."""
+    page = (await client.get("/graphql", headers={"accept": "text/html"})).text
+    assert "wsConnectionParams: connectionParams" in page
+    assert "React.useMemo(() => fetcherFor(headers), [headers])" in page
