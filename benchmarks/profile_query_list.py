@@ -124,38 +124,6 @@ class PrebuiltQuery:
         return PREBUILT["connection"]
 
 
-def cached_rule_extensions(limits: Any) -> list[Callable[[], Any]]:
-    """schema.limits.extensions, except the depth/alias rule classes are made once, not per operation.
-
-    Strawberry's limiters build a new rule class in __init__; built per operation, they change the
-    ValidationCache key every time, so validation never hits the cache.
-    """
-    from strawberry.extensions import (
-        AddValidationRules,
-        MaskErrors,
-        MaxAliasesLimiter,
-        MaxTokensLimiter,
-        ParserCache,
-        QueryDepthLimiter,
-        ValidationCache,
-    )
-
-    from schema.limits import MaxDocumentSize, _is_introspection, _mask
-
-    rules = [
-        *QueryDepthLimiter(max_depth=limits.max_depth, should_ignore=_is_introspection).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
-    ]
-    return [
-        lambda: MaxDocumentSize(limits.max_query_bytes),
-        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-        lambda: ParserCache(maxsize=256),
-        lambda: AddValidationRules(rules),
-        lambda: ValidationCache(maxsize=256),
-        lambda: MaskErrors(should_mask_error=_mask, error_message="Internal server error."),
-    ]
-
-
 def gateway_variants(app: Any) -> tuple[Call, dict[str, Call]]:
     """(prepare, calls): calls that each isolate one layer of the gateway; all produce the same page."""
     from graphql import build_schema as build_sdl_schema
@@ -163,7 +131,7 @@ def gateway_variants(app: Any) -> tuple[Call, dict[str, Call]]:
 
     from gateway.bootstrap import document_limits
     from resolvers.instances import resolve_instances
-    from schema.build import GatewaySchema, Query, build_schema
+    from schema.build import Query, build_schema
     from schema.context import Context
     from schema.types import Instance
     from services.auth.principal import SYSTEM
@@ -175,7 +143,6 @@ def gateway_variants(app: Any) -> tuple[Call, dict[str, Call]]:
     limits = document_limits(runtime.settings)
     schemas = {
         "today": build_schema(limits),
-        "cached_rules": GatewaySchema(query=Query, extensions=cached_rule_extensions(limits)),
         "bare": strawberry.Schema(query=Query),
         "prebuilt": strawberry.Schema(query=PrebuiltQuery),
     }
@@ -240,7 +207,6 @@ def gateway_variants(app: Any) -> tuple[Call, dict[str, Call]]:
         "service page(): SQL, 26-column records, cursors": page,
         "page() + Instance.from_record x100": wrap,
         "schema.execute, gateway schema as built today": lambda: execute("today"),
-        "schema.execute, limiter rules made once (validation cached)": lambda: execute("cached_rules"),
         "schema.execute, same Query, no extensions": lambda: execute("bare"),
         "strawberry on a pre-built connection: no SQL, no extensions": lambda: execute("prebuilt"),
         "graphql-core, default resolver on dicts, no SQL, no cache": core,

@@ -7,13 +7,16 @@ it drives.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
+from services.kubernetes.watch import WatchSource
 from services.semaphore.model import SemaphoreTask
 
 
-class Cluster(Protocol):
+class Cluster(WatchSource, Protocol):
+    """The watch's source (`list`, `watch`) plus what the lifecycle writes and reads."""
+
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]: ...
 
     async def get(self, namespace: str, name: str) -> dict[str, Any] | None: ...
@@ -23,19 +26,6 @@ class Cluster(Protocol):
     async def request_reconcile(self, namespace: str, name: str) -> None: ...
 
     async def read_outputs(self, namespace: str, secret_name: str) -> dict[str, Any] | None: ...
-
-    async def list(
-        self, label_selector: str = ..., *, namespace: str | None = None
-    ) -> tuple[list[dict[str, Any]], str]: ...
-
-    def watch(
-        self,
-        *,
-        resource_version: str,
-        label_selector: str = ...,
-        namespace: str | None = None,
-        timeout_seconds: int = ...,
-    ) -> AsyncGenerator[dict[str, Any], None]: ...
 
     async def close(self) -> None: ...
 
