@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -16,22 +15,19 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-IMMEDIATE = "opencsp_sqlite_immediate"
-
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the one writer; busy_timeout turns writer contention into waiting.
-    # isolation_level None stops the driver's own BEGIN so `_sqlite_begin` decides what BEGIN means.
-    dbapi_connection.isolation_level = None
+    # The driver keeps its own transaction control: a read opens no transaction (no BEGIN round trip
+    # through aiosqlite's thread) and a write begins one just before its first statement.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -40,20 +36,17 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin(connection: Connection) -> None:
-    # A read-then-write transaction must hold the write lock from its first read, or two of them can
-    # both read the same counts (quota) and one fails on upgrade: BEGIN IMMEDIATE takes it up front.
-    immediate = connection.get_execution_options().get(IMMEDIATE, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
 @asynccontextmanager
 async def serialized_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A transaction whose reads and writes no other writer interleaves with (on SQLite, the whole db)."""
-    async with engine.connect() as connection:
-        connection = await connection.execution_options(**{IMMEDIATE: True})
-        async with connection.begin():
-            yield connection
+    """A transaction whose reads and writes no other writer interleaves with (on SQLite, the whole db).
+
+    Counting then inserting must hold SQLite's write lock from the first read, or two such transactions
+    both read the same counts (quota) and one fails on upgrade: BEGIN IMMEDIATE takes it up front.
+    PostgreSQL callers serialize with an advisory lock instead."""
+    async with engine.connect() as connection, connection.begin():
+        if engine.dialect.name == "sqlite":
+            await connection.exec_driver_sql("BEGIN IMMEDIATE")
+        yield connection
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
