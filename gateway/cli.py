@@ -102,6 +102,7 @@ def run_server(settings: Settings) -> None:
             proxy_headers=True,
             lifespan="on",
             ws=settings.websocket_implementation,
+            ws_max_size=settings.max_body_bytes,  # a websocket message is a request body too
             ws_per_message_deflate=False,
         )
         await uvicorn.Server(config).serve()

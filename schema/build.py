@@ -146,19 +146,23 @@ class GatewaySchema(strawberry.Schema):
             allowed_operation_types=allowed_operation_types,
         )
         key = self._share_key(query, variable_values, context_value, operation_name)
-        if key is None or self.multiplexer is None:
+        if key is None:
             return await run(context_value=context_value)
         assert isinstance(context_value, Context)
         # The group runs with a context of its own: the first member's socket may close long before.
         shared = Context.create(context_value.services, context_value.principal)
+        assert self.multiplexer is not None  # a share key is only made when there is one
         return await self.multiplexer.join(key, lambda: run(context_value=shared))
 
-    @staticmethod
     def _share_key(
-        query: str | None, variables: dict[str, Any] | None, context: Any, operation_name: str | None
+        self, query: str | None, variables: dict[str, Any] | None, context: Any, operation_name: str | None
     ) -> Hashable | None:
         principal = getattr(context, "principal", None)
-        if query is None or principal is None or not is_subscription(query, operation_name):
+        multiplexer = self.multiplexer
+        if query is None or principal is None or multiplexer is None:
+            return None
+        limits = (multiplexer.max_query_bytes, multiplexer.max_tokens)
+        if not is_subscription(query, operation_name, max_bytes=limits[0], max_tokens=limits[1]):
             return None
         return (
             query,
@@ -196,7 +200,12 @@ def build_schema(
     )
     guarded.update(mutation_permissions(schema))
     if share_subscriptions is not None:
-        schema.multiplexer = Multiplexer(limit=share_subscriptions)
+        document = limits or DocumentLimits()
+        schema.multiplexer = Multiplexer(
+            limit=share_subscriptions,
+            max_query_bytes=document.max_query_bytes,
+            max_tokens=document.max_tokens,
+        )
     enforce_requirements(schema)
     return schema
 

@@ -51,14 +51,29 @@ def shared(result: ExecutionResult) -> ExecutionResult:
 
 
 @lru_cache(maxsize=512)
-def is_subscription(query: str, operation_name: str | None) -> bool:
+def _operation_types(query: str, max_tokens: int) -> tuple[tuple[str | None, OperationType], ...]:
     try:
-        document = parse(query)
+        document = parse(query, max_tokens=max_tokens)
     except GraphQLError:
+        return ()
+    return tuple(
+        (d.name.value if d.name else None, d.operation)
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+    )
+
+
+def is_subscription(query: str, operation_name: str | None, *, max_bytes: int, max_tokens: int) -> bool:
+    """Whether the operation to run is a subscription. A document over the limits is not shared: the
+    schema's own limits refuse it, and it must not be parsed (or cached) here before they do."""
+    if len(query) > max_bytes:
         return False
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    chosen = [o for o in operations if operation_name is None or (o.name and o.name.value == operation_name)]
-    return len(chosen) == 1 and chosen[0].operation is OperationType.SUBSCRIPTION
+    chosen = [
+        t
+        for name, t in _operation_types(query, max_tokens)
+        if operation_name is None or name == operation_name
+    ]
+    return len(chosen) == 1 and chosen[0] is OperationType.SUBSCRIPTION
 
 
 def closed_result(reason: str) -> ExecutionResult:
@@ -107,13 +122,18 @@ class _Member:
 
 class _Group:
     def __init__(
-        self, key: Hashable, source: AsyncGenerator[Any, None], on_empty: Callable[[Hashable], None]
+        self, key: Hashable, source: AsyncGenerator[Any, None], on_empty: Callable[[Hashable, _Group], None]
     ):
         self.key = key
         self.members: set[_Member] = set()
         self._source = source
         self._on_empty = on_empty
         self._task = asyncio.create_task(self._pump(), name="shared subscription")
+
+    @property
+    def finished(self) -> bool:
+        """Its run ended (the source completed or failed): nobody may join it any more."""
+        return self._task.done()
 
     async def _pump(self) -> None:
         try:
@@ -128,21 +148,24 @@ class _Group:
         finally:
             with contextlib.suppress(Exception):
                 await self._source.aclose()
+            self._on_empty(self.key, self)
             for member in list(self.members):
                 member.finish()
 
     async def leave(self, member: _Member) -> None:
         self.members.discard(member)
         if not self.members:
-            self._on_empty(self.key)
+            self._on_empty(self.key, self)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
 
 class Multiplexer:
-    def __init__(self, *, limit: int) -> None:
+    def __init__(self, *, limit: int, max_query_bytes: int, max_tokens: int) -> None:
         self.limit = limit
+        self.max_query_bytes = max_query_bytes
+        self.max_tokens = max_tokens
         self._groups: dict[Hashable, _Group] = {}
 
     @property
@@ -154,15 +177,21 @@ class Multiplexer:
     ) -> AsyncGenerator[Any, None]:
         """The results of the group `key`, started with `start()` if no member runs it yet."""
         group = self._groups.get(key)
-        if group is None:
-            group = _Group(key, await start(), self._forget)
-            self._groups[key] = group
+        if group is None or group.finished:
+            source = await start()
+            group = self._groups.get(key)  # another member may have started one meanwhile
+            if group is None or group.finished:
+                group = _Group(key, source, self._forget)
+                self._groups[key] = group
+            else:
+                await source.aclose()
         member = _Member(self.limit)
         group.members.add(member)
         return self._receive(group, member)
 
-    def _forget(self, key: Hashable) -> None:
-        self._groups.pop(key, None)
+    def _forget(self, key: Hashable, group: _Group) -> None:
+        if self._groups.get(key) is group:
+            del self._groups[key]
 
     async def _receive(self, group: _Group, member: _Member) -> AsyncGenerator[Any, None]:
         try:

@@ -33,7 +33,7 @@ class Source:
 
 async def test_members_of_one_key_share_one_run_and_one_serialization() -> None:
     source = Source()
-    multiplexer = Multiplexer(limit=10)
+    multiplexer = Multiplexer(limit=10, max_query_bytes=1000, max_tokens=100)
     members = [await multiplexer.join("key", source.start) for _ in range(3)]
     assert source.starts == 1
     await source.feed.put(1)
@@ -51,7 +51,7 @@ async def test_members_of_one_key_share_one_run_and_one_serialization() -> None:
 
 async def test_a_member_that_falls_behind_is_closed_and_the_others_go_on() -> None:
     source = Source()
-    multiplexer = Multiplexer(limit=2)
+    multiplexer = Multiplexer(limit=2, max_query_bytes=1000, max_tokens=100)
     slow = await multiplexer.join("key", source.start)
     fast = await multiplexer.join("key", source.start)
     for n in range(5):
@@ -69,8 +69,41 @@ async def test_a_member_that_falls_behind_is_closed_and_the_others_go_on() -> No
     assert multiplexer.groups == 0
 
 
-async def test_only_subscriptions_are_shared() -> None:
-    assert is_subscription("subscription { a }", None)
-    assert not is_subscription("query { a }", None)
-    assert not is_subscription("subscription A { a } query B { b }", "B")
-    assert not is_subscription("subscription {", None)
+async def test_only_subscriptions_within_the_limits_are_shared() -> None:
+    def shared(query: str, name: str | None = None, max_bytes: int = 1000, max_tokens: int = 100) -> bool:
+        return is_subscription(query, name, max_bytes=max_bytes, max_tokens=max_tokens)
+
+    assert shared("subscription { a }")
+    assert not shared("query { a }")
+    assert not shared("subscription A { a } query B { b }", "B")
+    assert shared("subscription A { a } query B { b }", "A")
+    assert not shared("subscription {")
+    # Over a limit it is not even parsed here: the schema's own limits refuse it with their message.
+    assert not shared("subscription { " + "a " * 600 + "}")
+    assert not shared("subscription { " + "a " * 200 + "}", max_bytes=10_000)
+
+
+async def test_a_group_whose_run_ended_is_not_joined_again() -> None:
+    source = Source()
+    multiplexer = Multiplexer(limit=10, max_query_bytes=1000, max_tokens=100)
+    first = await multiplexer.join("key", source.start)
+    source.feed.put_nowait(1)
+    assert (await anext(first)).data == {"n": 1}
+    await first.aclose()
+    assert multiplexer.groups == 0
+
+    async def ended() -> AsyncGenerator[ExecutionResult, None]:
+        return
+        yield  # an async generator that ends at once
+
+    async def start_ended() -> AsyncGenerator[ExecutionResult, None]:
+        return ended()
+
+    gone = await multiplexer.join("key", start_ended)
+    await asyncio.sleep(0)  # its run ends while its member is still there, unread
+    again = await multiplexer.join("key", source.start)  # a new run, not the finished one
+    assert [result async for result in gone] == []
+    source.feed.put_nowait(2)
+    assert (await anext(again)).data == {"n": 2}
+    await again.aclose()
+    assert source.starts == 2
