@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -66,8 +67,14 @@ class Configuration:
         if record.id in self._runs or record.status is not InstanceStatus.CONFIGURING:
             return
         task = asyncio.create_task(self._supervise(record), name=f"configure {record.id}")
-        self._runs[record.id] = _Run(task=task, task_id=record.semaphore_task_id)
-        task.add_done_callback(lambda _: self._runs.pop(record.id, None))
+        run = _Run(task=task, task_id=record.semaphore_task_id)
+        self._runs[record.id] = run
+
+        def forget(_: object) -> None:
+            if self._runs.get(record.id) is run:  # not a newer run of the same instance
+                del self._runs[record.id]
+
+        task.add_done_callback(forget)
 
     def adopt(self, record: InstanceRecord, *, at_once: bool = False) -> None:
         """Supervise a CONFIGURING instance a reconcile found, rather than one this process moved there.
@@ -132,20 +139,26 @@ class Configuration:
             task_id = started
         run = self._runs.get(record.id)
         remaining = (deadline - utcnow()).total_seconds()
+        # Past the deadline (the gateway was down), the task is still read once before it counts as late.
         poller = TaskPoller(
             self._runner,
             task_id,
-            within=max(remaining, 0.0),
+            within=max(remaining, self._settings.min_poll),
             min_interval=self._settings.min_poll,
             max_interval=self._settings.max_poll,
         )
         if run is not None:
             run.poller, run.task_id = poller, task_id
+
+        # This run decides only the episode of its own task: after a retry another task is the truth.
+        def owns(current: InstanceRecord) -> bool:
+            return current.semaphore_task_id == task_id
+
         try:
             outcome = await poller.wait()
         except SemaphoreRejected as error:
             await self._fail(
-                record.id, CONFIGURATION_REJECTED, f"Semaphore refused to read task {task_id}: {error}"
+                record.id, CONFIGURATION_REJECTED, f"Semaphore refused to read task {task_id}: {error}", owns
             )
             return
         if isinstance(outcome, PollTimedOut):
@@ -153,6 +166,7 @@ class Configuration:
                 record.id,
                 CONFIGURATION_TIMEOUT,
                 f"Semaphore task {task_id} did not finish within {self._settings.timeout:.0f} s",
+                owns,
             )
         elif outcome.outcome == "success":
             await self._store.transition(
@@ -162,16 +176,34 @@ class Configuration:
                 actor=SYSTEM.sub,
                 reason="ConfigurationSucceeded",
                 message=f"Semaphore task {task_id} succeeded",
+                when=owns,
             )
         else:
             await self._fail(
                 record.id,
                 CONFIGURATION_FAILED,
                 f"Semaphore task {task_id} ended with status {outcome.status}",
+                owns,
             )
 
     async def _start_task(self, record: InstanceRecord, deadline: datetime) -> int | None:
-        key = f"{record.id}:{record.version}"
+        """Start the episode's task at most once across processes: a run first looks for the task of a
+        run that died after claiming (its key is the version it claimed, which the row still carries),
+        then claims the start by bumping the version; only the claimer starts, under the claimed key."""
+        try:
+            earlier = await self._runner.find_task(f"{record.id}:{record.version}", attempts=1)
+        except SemaphoreError:
+            earlier = None
+        if earlier is not None:
+            return await self._record_task(record, earlier.id)
+        claimed = await self._store.update_fields(record.id, expected_version=record.version, changes={})
+        if claimed is None:
+            return await self._taken_over(record)
+        key = f"{claimed.id}:{claimed.version}"
+
+        def still_ours(current: InstanceRecord) -> bool:
+            return current.version == claimed.version
+
         environment = {
             "instance_id": str(record.id),
             "name": record.name,
@@ -186,7 +218,9 @@ class Configuration:
                 )
                 break
             except SemaphoreRejected as error:
-                await self._fail(record.id, CONFIGURATION_REJECTED, f"Semaphore refused the task: {error}")
+                await self._fail(
+                    record.id, CONFIGURATION_REJECTED, f"Semaphore refused the task: {error}", still_ours
+                )
                 return None
             except SemaphoreError as error:
                 if utcnow() + timedelta(seconds=delay) >= deadline:
@@ -194,6 +228,7 @@ class Configuration:
                         record.id,
                         CONFIGURATION_TIMEOUT,
                         f"Semaphore could not start the task in time: {error}",
+                        still_ours,
                     )
                     return None
                 logger.warning(
@@ -201,21 +236,33 @@ class Configuration:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._settings.max_poll)
+                current = await self._store.get(record.id)
+                if current is None or not still_ours(current):
+                    return await self._taken_over(record)  # deleted, retried, or adopted meanwhile
+        return await self._record_task(claimed, task.id)
+
+    async def _record_task(self, record: InstanceRecord, task_id: int) -> int | None:
         updated = await self._store.update_fields(
-            record.id, expected_version=record.version, changes={"semaphore_task_id": task.id}
+            record.id, expected_version=record.version, changes={"semaphore_task_id": task_id}
         )
         if updated is None:
-            current = await self._store.get(record.id)
-            if current is None or current.status is not InstanceStatus.CONFIGURING:
-                return None
-            return current.semaphore_task_id or task.id
-        return task.id
+            return await self._taken_over(record)
+        return task_id
+
+    async def _taken_over(self, record: InstanceRecord) -> int | None:
+        """Someone else moved the row on: poll its task if it has one, else leave it to its owner."""
+        current = await self._store.get(record.id)
+        if current is None or current.status is not InstanceStatus.CONFIGURING:
+            return None
+        return current.semaphore_task_id
 
     async def _deadline(self, record: InstanceRecord) -> datetime:
         since = await self._store.status_since(record.id) or record.updated_at
         return since + timedelta(seconds=self._settings.timeout)
 
-    async def _fail(self, instance_id: uuid.UUID, reason: str, message: str) -> None:
+    async def _fail(
+        self, instance_id: uuid.UUID, reason: str, message: str, when: Callable[[InstanceRecord], bool]
+    ) -> None:
         await self._store.transition(
             instance_id,
             to=InstanceStatus.FAILED,
@@ -223,4 +270,5 @@ class Configuration:
             actor=SYSTEM.sub,
             reason=reason,
             message=message,
+            when=when,
         )

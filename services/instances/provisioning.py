@@ -154,7 +154,13 @@ class Provisioning:
             if record.status is InstanceStatus.PENDING:
                 await self.ensure_object(record)
             elif record.status is not InstanceStatus.FAILED:
-                await self.object_gone(record)
+                # The list is a snapshot from before these rows were read: an object created since
+                # is missing from it but alive. Only the cluster's word now says it is gone.
+                current = await self.fetch(record)
+                if current is None:
+                    await self.object_gone(record)
+                else:
+                    await self.apply(record, current)
 
     async def apply(self, record: InstanceRecord, obj: Mapping[str, Any]) -> None:
         signal = signal_of(obj)

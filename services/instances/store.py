@@ -194,13 +194,17 @@ class InstanceStore:
         message: str | None = None,
         changes: Mapping[str, object] | None = None,
         expected_version: int | None = None,
+        when: Callable[[InstanceRecord], bool] | None = None,
     ) -> InstanceRecord | None:
-        """Move the instance to `to` if it is in `allowed_from`; None when it is not (the race was lost)."""
+        """Move the instance to `to` if it is in `allowed_from` (and `when` holds of it); None when it is
+        not (the race was lost)."""
         for _ in range(CAS_ATTEMPTS):
             current = await self.get(instance_id)
             if current is None or current.status not in allowed_from:
                 return None
             if expected_version is not None and current.version != expected_version:
+                return None
+            if when is not None and not when(current):
                 return None
             now = utcnow()
             values: dict[str, object] = {
