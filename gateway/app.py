@@ -22,6 +22,7 @@ from gateway.webhooks import semaphore_webhook
 from gateway.websocket import GraphQLWebSocket
 from schema.build import build_schema
 from schema.context import Context
+from services.events.postgres_bus import PostgresBus
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -81,10 +82,15 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
     async def watch_connected() -> bool:
         return not own_runtime or not background or runtime.lifecycle.watch_health.connected
 
+    async def events_listening() -> bool:
+        # Only a running runtime listens; with PostgreSQL its LISTEN connection must be up.
+        return not own_runtime or not isinstance(runtime.bus, PostgresBus) or runtime.bus.connected
+
     checks: dict[str, Check] = {
         "database": database_check(runtime.engine),
         "jwks": jwks_loaded,
         "cluster_watch": watch_connected,
+        "events": events_listening,
     }
     routes = [
         Route("/graphql", graphql_http.handle, methods=ALL_METHODS),

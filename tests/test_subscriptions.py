@@ -173,3 +173,16 @@ async def test_identical_subscriptions_share_one_execution_and_leave_nothing_beh
     for socket in [*sockets, mine]:
         await socket.close()  # the clients vanish without completing their subscriptions
     assert await eventually(lambda: hub.subscribers == 0)
+
+
+async def test_readiness_covers_the_watch_and_the_event_listener(live: str) -> None:
+    async with httpx.AsyncClient(base_url=live) as http:
+        for _ in range(100):
+            body = (await http.get("/readyz")).json()
+            if body["status"] == "ready":
+                break
+            await asyncio.sleep(0.05)
+    assert body == {
+        "status": "ready",
+        "checks": {"database": "ok", "jwks": "ok", "cluster_watch": "ok", "events": "ok"},
+    }

@@ -31,6 +31,7 @@ CHANNEL = "opencsp_status_changed"
 # Names the LISTEN connection in pg_stat_activity, so an operator (or a test) can tell it apart.
 APPLICATION_NAME = "opencsp-gateway events"
 CATCH_UP_MARGIN = timedelta(seconds=5)
+PROBE_SECONDS = 15.0
 RECENT_IDS = 10_000
 
 
@@ -85,32 +86,40 @@ class PostgresBus:
         await self._listening.wait()
 
     async def _listen_forever(self) -> None:
-        gap_since: datetime | None = None
+        # The last instant LISTEN was known to work: after a gap, catch up from there (with a margin),
+        # not from when the loss was noticed, which can be a probe interval later.
+        alive_at: datetime | None = None
+        caught_up = True
         delay = self._min_backoff
         while True:
             connection: asyncpg.Connection | None = None
             try:
                 connection = await asyncpg.connect(
-                    self._dsn, server_settings={"application_name": APPLICATION_NAME}
+                    self._dsn, server_settings={"application_name": APPLICATION_NAME}, timeout=10
                 )
                 lost = asyncio.Event()
                 connection.add_termination_listener(lambda _, lost=lost: lost.set())
                 await connection.add_listener(CHANNEL, self._on_notify)
-                if gap_since is not None:
-                    await self._catch_up(gap_since - CATCH_UP_MARGIN)
+                if not caught_up and alive_at is not None:
+                    await self._catch_up(alive_at - CATCH_UP_MARGIN)
+                caught_up = True
+                alive_at = utcnow()
                 self.connected, delay = True, self._min_backoff
                 self._listening.set()
                 while not lost.is_set():
                     # A quiet connection can die without a termination callback: probe it now and then.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), timeout=15)
+                        await asyncio.wait_for(lost.wait(), timeout=PROBE_SECONDS)
                     if not lost.is_set():
-                        await connection.execute("SELECT 1")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                        await asyncio.wait_for(connection.execute("SELECT 1"), timeout=PROBE_SECONDS)
+                        alive_at = utcnow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # whatever broke (driver, pool, catch-up query), LISTEN comes back
                 logger.warning("event LISTEN connection: %s; reconnecting in %.1fs", error, delay)
             finally:
                 if self.connected:
-                    gap_since = utcnow()
+                    caught_up = False
                 self.connected = False
                 self._listening.clear()
                 if connection is not None:
