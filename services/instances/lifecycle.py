@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -190,6 +189,8 @@ class Lifecycle:
                 await self._reconcile_one(record, at_start_up=at_start_up)
             except ClusterError as error:
                 logger.warning("reconciling %s: %s", record.id, error)
+            except Exception:  # one instance's trouble must not stop the others' reconcile
+                logger.exception("reconciling %s failed", record.id)
 
     async def sync(self) -> SyncReport:
         """Admin: compare the cluster with the database, report the differences and fix what drifted."""
@@ -214,26 +215,36 @@ class Lifecycle:
         return SyncReport(objects_without_rows=orphans, rows_without_objects=missing, transitions=changed)
 
     async def run(self) -> None:
-        """The background work of one process: the cluster watch and the periodic reconcile."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(
-                watch_terraforms(
-                    self.cluster,
-                    on_event=self.provisioning.on_watch_event,
-                    namespace=self.provisioning.namespace,
-                    health=self.watch_health,
-                ),
-                name="terraform watch",
-            )
-            group.create_task(self._reconcile_forever(), name="reconcile")
+        """The background work of one process: the cluster watch and the periodic reconcile. Supervised:
+        if either ever ends with an error, both start again (and /readyz shows the watch down meanwhile)."""
+        while True:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(
+                        watch_terraforms(
+                            self.cluster,
+                            on_event=self.provisioning.on_watch_event,
+                            namespace=self.provisioning.namespace,
+                            health=self.watch_health,
+                        ),
+                        name="terraform watch",
+                    )
+                    group.create_task(self._reconcile_forever(), name="reconcile")
+            except Exception:
+                logger.exception("the lifecycle's background work failed; restarting it")
+            finally:
+                self.watch_health.connected = False
+            await asyncio.sleep(min(self.reconcile_interval, 5.0))
 
     async def close(self) -> None:
         await self.configuration.close()
 
     async def _reconcile_forever(self) -> None:
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await self.reconcile()
+            except Exception:  # the next round tries again; say why this one failed
+                logger.exception("periodic reconcile failed")
             await asyncio.sleep(self.reconcile_interval)
 
     async def _reconcile_one(self, record: InstanceRecord, *, at_start_up: bool = False) -> None:

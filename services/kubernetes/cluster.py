@@ -144,7 +144,10 @@ class TerraformCluster:
                 body = await self._custom.list_namespaced_custom_object(
                     GROUP, VERSION, namespace, PLURAL, label_selector=label_selector
                 )
-        return list(body["items"]), str(body["metadata"]["resourceVersion"])
+        try:
+            return list(body["items"]), str(body["metadata"]["resourceVersion"])
+        except (KeyError, TypeError) as exc:
+            raise ClusterError(f"list terraforms: malformed answer ({exc!r})") from exc
 
     async def watch(
         self,

@@ -133,6 +133,7 @@ class _ListWatch:
         listed: dict[str, Any] = {"apiVersion": API_VERSION, "kind": f"{KIND}List", "items": items}
         listed["metadata"] = {"resourceVersion": resource_version}
         await self._deliver("SYNC", listed)
+        self.backoff.reset()
         return resource_version
 
     async def watch(self, since: str) -> None:
@@ -153,6 +154,7 @@ class _ListWatch:
                         await self._deliver(kind, obj)
                     elif kind != "BOOKMARK":
                         logger.warning("terraform watch: ignoring event type %r", kind)
+                    self.backoff.reset()
         except ClusterError as exc:
             if exc.status != 410:
                 raise
@@ -162,7 +164,9 @@ class _ListWatch:
     def _heard(self, resource_version: str) -> None:
         self.resource_version = resource_version
         self.health.heard(resource_version)
-        self.backoff.reset()  # the API answered: the next failure starts from the shortest delay
+
+    # The backoff resets once an answer was also delivered: a consumer that keeps failing (its database
+    # is down) must not turn into a list every half second.
 
     async def _deliver(self, kind: EventKind, obj: dict[str, Any]) -> None:
         try:
