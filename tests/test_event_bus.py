@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
@@ -19,9 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.db.models import InstanceStatus
 from services.events.bus import EventBus, InProcessBus
+from services.events.hub import Hub, SubscriptionClosed
 from services.events.model import StatusChanged
 from services.events.postgres_bus import APPLICATION_NAME, PostgresBus
 from services.instances.store import InstanceStore
+from services.instances.visibility import Visibility
 from tests.support.factories import insert_instances, instance_row
 
 FAIL = "fail-this-transaction"
@@ -61,6 +64,7 @@ async def listening(bus: EventBus) -> AsyncIterator[asyncio.Queue[StatusChanged]
 
     async def pump() -> None:
         async for event in bus.listen():
+            assert event is not None, "no change may be lost in these tests"
             received.put_nowait(event)
 
     task = asyncio.create_task(pump())
@@ -188,3 +192,52 @@ async def test_listen_reconnects_by_itself_and_catches_up_exactly_once(engine: A
         ]
     )
     assert changes[-1] == (first, InstanceStatus.ACTIVE)
+
+
+async def test_a_listener_that_falls_a_whole_queue_behind_is_told() -> None:
+    bus = InProcessBus(queue_size=3)
+    listener = bus.listen()
+    first = asyncio.ensure_future(anext(listener))
+    await asyncio.sleep(0)  # the listener's queue is in place; it does not read yet
+    events = [_event(n) for n in range(5)]
+    for event in events:
+        bus.committed(event)  # never blocks, whatever the listener does
+    # Five changes for a queue of three: what was queued is dropped, the loss is marked, the newer follow.
+    assert [await first, await anext(listener), await anext(listener)] == [None, events[3], events[4]]
+    await listener.aclose()
+
+
+def _event(n: int) -> StatusChanged:
+    return StatusChanged(
+        instance_id=uuid.UUID(int=n),
+        org_id="org-a",
+        owner_sub="user-1",
+        from_status=None,
+        to_status=InstanceStatus.PENDING,
+        reason=None,
+        at=datetime.now(UTC),
+        version=1,
+        event_id=n,
+    )
+
+
+async def test_subscribers_learn_when_their_hub_lost_changes() -> None:
+    bus = InProcessBus(queue_size=3)
+
+    async def read(_: uuid.UUID) -> None:
+        return None
+
+    hub = Hub(bus, read)
+    running = asyncio.create_task(hub.run())
+    await asyncio.sleep(0)
+    with hub.subscribe(Visibility.everything()) as mailbox:
+        for n in range(5):
+            bus.committed(_event(n))
+        with pytest.raises(
+            SubscriptionClosed, match="the gateway fell behind on status changes; subscribe again"
+        ):
+            async for _ in mailbox:
+                pass
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running

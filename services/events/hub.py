@@ -115,6 +115,10 @@ class Hub:
         """Take events off the bus until cancelled; a failing read skips one event, never the loop."""
         try:
             async for event in self._bus.listen():
+                if event is None:
+                    for mailbox in list(self._mailboxes):
+                        mailbox.close("the gateway fell behind on status changes; subscribe again")
+                    continue
                 try:
                     await self.dispatch(event)
                 except Exception:

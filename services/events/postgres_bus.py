@@ -23,6 +23,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.db.models import Instance, InstanceEvent, utcnow
+from services.events.bus import Delivery, offer
 from services.events.model import StatusChanged, from_payload, to_payload
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class PostgresBus:
         self._queue_size = queue_size
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
-        self._queues: set[asyncio.Queue[StatusChanged]] = set()
+        self._queues: set[asyncio.Queue[Delivery]] = set()
         self._recent: OrderedDict[int, None] = OrderedDict()
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
@@ -65,8 +66,8 @@ class PostgresBus:
     def committed(self, event: StatusChanged) -> None:
         """Nothing to do: LISTEN brings the event back to this process too, once committed."""
 
-    async def listen(self) -> AsyncIterator[StatusChanged]:
-        queue: asyncio.Queue[StatusChanged] = asyncio.Queue(self._queue_size)
+    async def listen(self) -> AsyncIterator[Delivery]:
+        queue: asyncio.Queue[Delivery] = asyncio.Queue(self._queue_size)
         self._queues.add(queue)
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen_forever(), name="postgres LISTEN")
@@ -178,6 +179,4 @@ class PostgresBus:
         if len(self._recent) > RECENT_IDS:
             self._recent.popitem(last=False)
         for queue in self._queues:
-            if queue.full():
-                queue.get_nowait()  # the hub is stalled: drop its oldest rather than block LISTEN
-            queue.put_nowait(event)
+            offer(queue, event)
