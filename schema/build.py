@@ -168,6 +168,7 @@ class GatewaySchema(strawberry.Schema):
             query,
             orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS),
             operation_name,
+            principal.org_id,  # the org a guarded field without an org of its own is checked in
             frozenset(principal.grants.items()),
             principal.global_permissions,
             context.visibility,

@@ -175,11 +175,15 @@ class InstanceStore:
                 )
                 event = await self._record_event(connection, record, None, actor, None)
         except IntegrityError as error:
-            if "idempotency" in str(error.orig) and isinstance(key, str):
+            violated = str(error.orig)
+            if "idempotency_key" in violated and isinstance(key, str):
                 earlier = await self.by_idempotency_key(owner_sub, key)
                 if earlier is not None:
                     return Inserted(earlier, created=False)
-            return NameTaken(str(values["name"]))
+            # PostgreSQL names the index; SQLite names its columns.
+            if "uq_instances_org_id_name_live" in violated or "instances.org_id, instances.name" in violated:
+                return NameTaken(str(values["name"]))
+            raise
         self._committed(event)
         return Inserted(record, created=True)
 
