@@ -37,9 +37,7 @@ _FETCHER_PER_HEADERS = """      function fetcherFor(headersText) {
 """
 _USE_STATIC = "          fetcher: fetcher,\n"
 _STATE = "        const [headers, setHeaders] = React.useState(parameters.headers);\n"
-_STATE_AND_FETCHER = (
-    _STATE + "        const fetcher = React.useMemo(() => fetcherFor(headers), [headers]);\n"
-)
+_STATE_AND_FETCHER = _STATE + "        const fetcher = React.useMemo(() => fetcherFor(headers), [headers]);\n"
 
 
 def graphiql_html() -> str:
