@@ -152,31 +152,21 @@ class Lifecycle:
             return Outcome(errors=[UserError("id", "you may not retry this instance", "FORBIDDEN")])
         if record.status is not InstanceStatus.FAILED:
             return Outcome(record, [UserError("id", "only a FAILED instance can be retried", "NOT_FAILED")])
-        if record.status_reason in CONFIGURATION_REASONS and record.ip_address:
-            # The machine exists; only post-provisioning failed: run it again.
-            configuring = await self.store.transition(
-                instance_id,
-                to=InstanceStatus.CONFIGURING,
-                allowed_from={InstanceStatus.FAILED},
-                actor=principal.sub,
-                reason="RetryRequested",
-                changes={"semaphore_task_id": None},
-                expected_version=record.version,
-            )
-            if configuring is not None:
-                self.configuration.start(configuring)
-        else:
-            pending = await self.store.transition(
-                instance_id,
-                to=InstanceStatus.PENDING,
-                allowed_from={InstanceStatus.FAILED},
-                actor=principal.sub,
-                reason="RetryRequested",
-                changes={"semaphore_task_id": None},
-                expected_version=record.version,
-            )
-            if pending is not None:
-                await self._reprovision(pending)
+        # The machine exists when only post-provisioning failed: then run that again, else provision again.
+        configure_only = record.status_reason in CONFIGURATION_REASONS and bool(record.ip_address)
+        retried = await self.store.transition(
+            instance_id,
+            to=InstanceStatus.CONFIGURING if configure_only else InstanceStatus.PENDING,
+            allowed_from={InstanceStatus.FAILED},
+            actor=principal.sub,
+            reason="RetryRequested",
+            changes={"semaphore_task_id": None},
+            expected_version=record.version,
+        )
+        if retried is not None and configure_only:
+            self.configuration.start(retried)
+        elif retried is not None:
+            await self._reprovision(retried)
         return Outcome(await self.store.get(instance_id))
 
     # -- what keeps it honest -----------------------------------------------------------------------
