@@ -67,6 +67,10 @@ class Principal:
         grants = {org: perms for org, perms in grants.items() if perms}
         home = grants.get(org_id, _EMPTY)
         crosses_orgs = ADMIN_ALL_ORGS in home and (admin_org_id is None or org_id == admin_org_id)
+        if ADMIN_ALL_ORGS in home and not crosses_orgs:
+            # Inert outside the admin org: leave it out, so `me` and every check say the same thing.
+            home = home - {ADMIN_ALL_ORGS}
+            grants[org_id] = home
         return cls(
             sub=sub,
             name=name,

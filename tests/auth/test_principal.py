@@ -138,6 +138,8 @@ def test_admin_org_restricts_all_orgs() -> None:
     assert not customer_admin.all_orgs
     assert customer_admin.has(p.INSTANCE_DELETE_ORG)
     assert not customer_admin.has(p.INSTANCE_READ, "org-z")
+    # Inert outside the admin org, so not listed either (what `me` shows is what the checks do).
+    assert p.ADMIN_ALL_ORGS not in customer_admin.permissions
     platform_admin = principal_from_claims(
         claims({"admin": {"platform": "p.example"}}, **{ORG_CLAIM: "platform"}),
         project_id=PROJECT,
@@ -146,6 +148,7 @@ def test_admin_org_restricts_all_orgs() -> None:
     )
     assert platform_admin.all_orgs
     assert platform_admin.has(p.INSTANCE_READ, "org-z")
+    assert p.ADMIN_ALL_ORGS in platform_admin.permissions
 
 
 def test_unknown_roles_and_malformed_entries_grant_nothing() -> None:
