@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.documents import CREATE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -111,16 +113,6 @@ def wait_for(base: str, token: str, instance_id: str, status: str) -> dict[str, 
             return seen
         time.sleep(0.05)
     raise AssertionError(f"instance {instance_id} never reached {status}; last seen {seen}")
-
-
-CREATE = """
-mutation($name: String!) {
-  createInstance(input: {name: $name, flavor: "small", image: "debian-12"}) {
-    instance { id status }
-    userErrors { code message }
-  }
-}
-"""
 
 
 def test_dev_runs_an_instance_to_active_and_deletes_it(dev_server: str, tmp_path: Path) -> None:

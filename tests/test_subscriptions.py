@@ -15,16 +15,9 @@ from starlette.applications import Starlette
 from gateway.app import create_app
 from gateway.bootstrap import Runtime
 from tests.conftest import Issuer
+from tests.support.documents import create_instance
 from tests.support.servers import serve
 
-CREATE = """
-mutation($name: String!) {
-  createInstance(input: {name: $name, flavor: "small", image: "debian-12"}) {
-    instance { id status }
-    userErrors { code message }
-  }
-}
-"""
 CHANGES = "subscription { instanceStatusChanges { instance { id name } from to reason } }"
 
 
@@ -55,19 +48,12 @@ async def open_transport_ws(base: str, token: str) -> Any:
     return socket
 
 
-async def create(base: str, issuer: Issuer, name: str, role: str = "user", sub: str = "alice") -> str:
-    async with httpx.AsyncClient(base_url=base, headers=issuer.headers(role, sub=sub)) as http:
-        body = (await http.post("/graphql", json={"query": CREATE, "variables": {"name": name}})).json()
-    assert body["data"]["createInstance"]["userErrors"] == [], body
-    return str(body["data"]["createInstance"]["instance"]["id"])
-
-
 async def test_a_dashboard_sees_the_whole_lifecycle_in_order(live: str, issuer: Issuer) -> None:
     socket = await open_transport_ws(live, issuer.token("viewer"))
     try:
         await socket.send(json.dumps({"id": "all", "type": "subscribe", "payload": {"query": CHANGES}}))
         await asyncio.sleep(0.2)  # the subscription is registered before the first change
-        instance_id = await create(live, issuer, "web-1")
+        instance_id = await create_instance(live, issuer, "web-1")
         seen: list[tuple[str | None, str]] = []
         while not seen or seen[-1][1] != "ACTIVE":
             message = await receive(socket)
@@ -92,11 +78,11 @@ async def test_row_level_rules_decide_who_receives_a_change(live: str, issuer: I
         for socket in (bob, alice):
             await socket.send(json.dumps({"id": "s", "type": "subscribe", "payload": {"query": CHANGES}}))
         await asyncio.sleep(0.2)
-        await create(live, issuer, "alices-vm", sub="alice")
+        await create_instance(live, issuer, "alices-vm", sub="alice")
         first = await receive(alice)
         assert first["payload"]["data"]["instanceStatusChanges"]["to"] == "PENDING"
         # Bob may not see Alice's instance: he gets nothing, while his own creation reaches him.
-        await create(live, issuer, "bobs-vm", sub="bob")
+        await create_instance(live, issuer, "bobs-vm", sub="bob")
         message = await receive(bob)
         assert message["payload"]["data"]["instanceStatusChanges"]["instance"]["name"] == "bobs-vm"
     finally:
@@ -110,7 +96,7 @@ async def test_field_rules_apply_to_the_payload(live: str, issuer: Issuer) -> No
     try:
         await socket.send(json.dumps({"id": "s", "type": "subscribe", "payload": {"query": query}}))
         await asyncio.sleep(0.2)
-        await create(live, issuer, "net-1")
+        await create_instance(live, issuer, "net-1")
         message = await receive(socket)
         assert message["type"] == "next"
         assert (
@@ -123,7 +109,7 @@ async def test_field_rules_apply_to_the_payload(live: str, issuer: Issuer) -> No
 
 
 async def test_one_instance_subscription_and_no_existence_leak(live: str, issuer: Issuer) -> None:
-    theirs = await create(live, issuer, "private-1", sub="carol")
+    theirs = await create_instance(live, issuer, "private-1", sub="carol")
     socket = await open_transport_ws(live, issuer.token("user", sub="mallory"))
     try:
         query = "subscription($id: ID!) { instanceStatusChanged(id: $id) { to } }"
@@ -161,7 +147,7 @@ async def test_identical_subscriptions_share_one_execution_and_leave_nothing_beh
             await socket.send(json.dumps(message))
     # Six subscribers with the same document and the same rights: one execution, one hub mailbox.
     assert await eventually(lambda: hub.subscribers == 1)
-    await create(live, issuer, "shared-1")
+    await create_instance(live, issuer, "shared-1")
     for socket in sockets:
         got = [await receive(socket), await receive(socket)]
         assert sorted(m["id"] for m in got)[-1].endswith("-1")

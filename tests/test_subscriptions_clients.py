@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 import websockets
@@ -36,19 +35,10 @@ from services.events.hub import Hub
 from services.simulated.cluster import SimulatedCluster
 from services.simulated.semaphore import SimulatedSemaphore
 from tests.conftest import Issuer
+from tests.support.documents import CHANGES, LIFECYCLE, create_instance
 
 NODE_DIR = Path(__file__).parent / "node"
 INSTALLED = NODE_DIR / "node_modules" / ".package-lock.json"
-LIFECYCLE = ["PENDING", "PROVISIONING", "CONFIGURING", "ACTIVE"]
-CHANGES = "subscription { instanceStatusChanges { instance { id name } from to } }"
-CREATE = """
-mutation($name: String!) {
-  createInstance(input: {name: $name, flavor: "small", image: "debian-12"}) {
-    instance { id }
-    userErrors { code message }
-  }
-}
-"""
 TRANSPORT = "graphql-transport-ws"
 LEGACY = "graphql-ws"
 
@@ -125,10 +115,7 @@ async def until(condition: Any, what: str, timeout: float = 10) -> None:
 
 
 async def create(base: str, issuer: Issuer, name: str) -> str:
-    async with httpx.AsyncClient(base_url=base, headers=issuer.headers("admin")) as http:
-        body = (await http.post("/graphql", json={"query": CREATE, "variables": {"name": name}})).json()
-    assert body["data"]["createInstance"]["userErrors"] == [], body
-    return str(body["data"]["createInstance"]["instance"]["id"])
+    return await create_instance(base, issuer, name, role="admin", sub="admin-1")
 
 
 # -- real third-party clients -----------------------------------------------------------------------

@@ -31,20 +31,11 @@ from services.simulated.cluster import SimulatedCluster
 from services.simulated.semaphore import SimulatedSemaphore
 from tests.conftest import Issuer
 from tests.support.databases import postgres_database
+from tests.support.documents import CHANGES, CREATE, LIFECYCLE
 from tests.support.servers import serve
 
 pytestmark = pytest.mark.postgres
 
-LIFECYCLE = ["PENDING", "PROVISIONING", "CONFIGURING", "ACTIVE"]
-CHANGES = "subscription { instanceStatusChanges { instance { id name } from to } }"
-CREATE = """
-mutation($name: String!) {
-  createInstance(input: {name: $name, flavor: "small", image: "debian-12"}) {
-    instance { id }
-    userErrors { code message }
-  }
-}
-"""
 DELETE = "mutation($id: ID!) { deleteInstance(id: $id) { userErrors { code message } } }"
 
 
