@@ -41,7 +41,11 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
         try:
             principal = await authenticate(runtime.verifier, request.headers.get("authorization"))
         except Unauthenticated as error:
-            if settings.public_introspection and is_introspection_only(graphql_request.query):
+            if (
+                settings.public_introspection
+                and len(graphql_request.query) <= settings.max_query_bytes
+                and is_introspection_only(graphql_request.query, settings.max_tokens)
+            ):
                 return Context.create(runtime.services, None)
             observability.unauthenticated()
             raise RequestError(401, str(error), {"WWW-Authenticate": CHALLENGE}) from None

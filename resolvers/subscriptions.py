@@ -8,13 +8,13 @@ import strawberry
 
 from resolvers.instances import parse_id
 from schema.context import Context
-from schema.errors import BadUserInput, PublicError
+from schema.errors import SUBSCRIPTION_CLOSED, BadUserInput, PublicError
 from schema.types import Instance, InstanceStatusEvent, StatusChangeFilter
 from services.events.hub import StatusUpdate, SubscriptionClosed
 
 
 class SubscriptionEnded(PublicError):
-    code = "SUBSCRIPTION_CLOSED"
+    code = SUBSCRIPTION_CLOSED
 
 
 def _event(context: Context, update: StatusUpdate) -> InstanceStatusEvent:

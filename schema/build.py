@@ -189,9 +189,9 @@ def build_schema(
     *,
     share_subscriptions: int | None = None,
 ) -> strawberry.Schema:
-    """`share_subscriptions`: run identical subscriptions once, each member holding at most that many
+    """`observers` (metrics, tracing) run before the limits, so they see refused operations too.
+    `share_subscriptions`: run identical subscriptions once, each member holding at most that many
     results unread; None runs every subscription on its own."""
-    """`observers` (metrics, tracing) run before the limits, so they see refused operations too."""
     guarded: dict[str, str] = {}
     schema = GatewaySchema(
         query=Query,

@@ -22,9 +22,12 @@ import orjson
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 from strawberry.types import ExecutionResult
 
+from schema.errors import SUBSCRIPTION_CLOSED
+from services.events.hub import fell_behind
+
 logger = logging.getLogger(__name__)
 
-CLOSED = "SUBSCRIPTION_CLOSED"
+CLOSED = SUBSCRIPTION_CLOSED
 
 
 class SharedData(dict[str, Any]):
@@ -93,9 +96,7 @@ class _Member:
             return
         if len(self.queue) >= self.limit:
             self.queue.clear()
-            self.queue.append(
-                closed_result(f"the subscriber fell more than {self.limit} changes behind; subscribe again")
-            )
+            self.queue.append(closed_result(fell_behind(self.limit)))
             self.done = True
         else:
             self.queue.append(result)

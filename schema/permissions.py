@@ -86,7 +86,7 @@ class DeniedMutations(SchemaExtension):
                     path=[(field.alias or field.name).value],
                     extensions={"code": FORBIDDEN, "permission": permission},
                 )
-                for field in _root_fields(operation, document)
+                for field in root_fields(operation, document)
                 if (permission := self.permissions.get(field.name.value)) is not None
                 and (principal is None or not principal.has(permission))
             ]
@@ -95,7 +95,8 @@ class DeniedMutations(SchemaExtension):
         yield
 
 
-def _root_fields(operation: OperationDefinitionNode | None, document: DocumentNode) -> list[FieldNode]:
+def root_fields(operation: OperationDefinitionNode | None, document: DocumentNode) -> list[FieldNode]:
+    """The operation's top-level fields, through fragment spreads and inline fragments."""
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     pending: list[Any] = list(operation.selection_set.selections) if operation else []
     fields: list[FieldNode] = []

@@ -12,7 +12,7 @@ from services.auth.permissions import INSTANCE_READ_INTERNALS, INSTANCE_READ_NET
 from services.catalog import Flavor as FlavorModel
 from services.catalog import Image as ImageModel
 from services.db.models import InstanceStatus as InstanceStatusValue
-from services.instances.cursor import encode_cursor
+from services.instances.reading import Page
 from services.instances.records import InstanceEventRecord, InstanceRecord
 
 InstanceStatus = strawberry.enum(
@@ -200,7 +200,7 @@ class InstanceEdge:
 
     @strawberry.field(description="Pass as `after` to read the page that follows this edge.")
     def cursor(self) -> str:
-        return encode_cursor(self.node.created_at, self.node.record.id)
+        return Page.cursor(self.node.record)
 
 
 @strawberry.type(description="A page of instances, newest first.")

@@ -34,6 +34,10 @@ class StatusUpdate:
     instance: InstanceRecord
 
 
+def fell_behind(limit: int) -> str:
+    return f"the subscriber fell more than {limit} changes behind; subscribe again"
+
+
 class SubscriptionClosed(Exception):
     """The hub ended this subscription (the consumer fell behind, or the process is stopping)."""
 
@@ -66,7 +70,7 @@ class Mailbox:
             self._pending = deque(p for p in self._pending if p.event.instance_id != key)
         self._pending.append(update)
         if len(self._pending) > self.limit:
-            self.close(f"the subscriber fell more than {self.limit} changes behind; subscribe again")
+            self.close(fell_behind(self.limit))
         self._ready.set()
 
     def close(self, reason: str) -> None:

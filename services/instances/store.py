@@ -123,12 +123,8 @@ class InstanceStore:
         return [InstanceRecord.from_mapping(row) for row in rows]
 
     async def by_idempotency_key(self, owner_sub: str, key: str) -> InstanceRecord | None:
-        query = select(*INSTANCE_COLUMNS).where(
-            Instance.owner_sub == owner_sub, Instance.idempotency_key == key
-        )
         async with self._engine.connect() as connection:
-            row = (await connection.execute(query)).mappings().first()
-        return InstanceRecord.from_mapping(row) if row else None
+            return await self._by_key(connection, owner_sub, key)
 
     async def insert(
         self,
