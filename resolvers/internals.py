@@ -7,9 +7,8 @@ import strawberry
 from schema.context import Context
 from schema.errors import PublicError
 from schema.types import TerraformStatus
+from services.instances.internals import PeerUnavailable
 from services.instances.records import InstanceRecord
-from services.kubernetes.cluster import ClusterError
-from services.semaphore.model import SemaphoreError
 
 
 class Unavailable(PublicError):
@@ -23,8 +22,8 @@ async def resolve_terraform(
         return None
     try:
         view = await info.context.services.internals.terraform(record)
-    except ClusterError:
-        raise Unavailable("the cluster did not answer") from None
+    except PeerUnavailable as error:
+        raise Unavailable(str(error)) from None
     return TerraformStatus(
         name=view.name,
         namespace=view.namespace,
@@ -38,12 +37,12 @@ async def resolve_terraform(
 async def resolve_task_status(info: strawberry.Info[Context, None], task_id: int) -> str:
     try:
         return (await info.context.services.internals.task(task_id)).status
-    except SemaphoreError:
-        raise Unavailable("Semaphore did not answer") from None
+    except PeerUnavailable as error:
+        raise Unavailable(str(error)) from None
 
 
 async def resolve_task_output(info: strawberry.Info[Context, None], task_id: int) -> str:
     try:
         return await info.context.services.internals.task_output(task_id)
-    except SemaphoreError:
-        raise Unavailable("Semaphore did not answer") from None
+    except PeerUnavailable as error:
+        raise Unavailable(str(error)) from None

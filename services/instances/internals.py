@@ -7,9 +7,15 @@ from dataclasses import dataclass
 from services.instances.configuration import Configuration
 from services.instances.provisioning import Provisioning
 from services.instances.records import InstanceRecord
+from services.kubernetes.cluster import ClusterError
 from services.kubernetes.conditions import ready_condition
+from services.semaphore.model import SemaphoreError
 
 MAX_OUTPUT = 65_536
+
+
+class PeerUnavailable(Exception):
+    """The cluster or Semaphore did not answer; the message names which, nothing more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +40,10 @@ class Internals:
         self._configuration = configuration
 
     async def terraform(self, record: InstanceRecord) -> TerraformView:
-        obj = await self._provisioning.fetch(record)
+        try:
+            obj = await self._provisioning.fetch(record)
+        except ClusterError:
+            raise PeerUnavailable("the cluster did not answer") from None
         condition = ready_condition(obj) if obj else None
         return TerraformView(
             name=record.terraform_name or "",
@@ -46,10 +55,16 @@ class Internals:
         )
 
     async def task(self, task_id: int) -> TaskView:
-        task = await self._configuration.task(task_id)
+        try:
+            task = await self._configuration.task(task_id)
+        except SemaphoreError:
+            raise PeerUnavailable("Semaphore did not answer") from None
         return TaskView(id=task.id, status=task.status)
 
     async def task_output(self, task_id: int) -> str:
         """The task's log, its newest part when it is longer than a response should carry."""
-        output = await self._configuration.output(task_id)
+        try:
+            output = await self._configuration.output(task_id)
+        except SemaphoreError:
+            raise PeerUnavailable("Semaphore did not answer") from None
         return output[-MAX_OUTPUT:]
