@@ -11,11 +11,8 @@ import pytest
 from services.kubernetes.cluster import ClusterError, TerraformCluster
 from services.kubernetes.terraform_object import build_terraform_object, terraform_object_name
 from tests.kubernetes.support import NAMESPACE, make_spec
-from tests.peers.kube_api import CRD_PATH, TERRAFORMS, KubeApiEmulator, load_terraform_schema
+from tests.peers.kube_api import TERRAFORMS, KubeApiEmulator, load_terraform_schema
 
-needs_crd = pytest.mark.skipif(
-    not CRD_PATH.exists(), reason=f"the tofu-controller CRD is not checked out at {CRD_PATH}"
-)
 
 
 def test_object_has_the_agreed_shape() -> None:
@@ -65,16 +62,13 @@ def test_object_name_is_deterministic_dns_label() -> None:
     assert len(name) <= 63
 
 
-@needs_crd
 @pytest.mark.parametrize("source_kind", ["GitRepository", "OCIRepository"])
 def test_built_object_validates_against_crd_schema(source_kind: str) -> None:
     schema = load_terraform_schema()
-    assert schema is not None
     obj = build_terraform_object(make_spec(source_kind=source_kind, ssh_public_key="ssh-ed25519 AAAA"))
     jsonschema.Draft7Validator(schema).validate(obj)
 
 
-@needs_crd
 async def test_api_keeps_every_field_we_send(kube_api: KubeApiEmulator, cluster: TerraformCluster) -> None:
     """Pruning would silently drop a field the CRD does not know; nothing of ours may be dropped."""
     obj = build_terraform_object(make_spec(ssh_public_key="ssh-ed25519 AAAA"))
@@ -84,7 +78,6 @@ async def test_api_keeps_every_field_we_send(kube_api: KubeApiEmulator, cluster:
     assert created["status"] == {"observedGeneration": -1}  # the CRD's default, before tofu-controller runs
 
 
-@needs_crd
 async def test_api_rejects_an_invalid_object_with_422(
     kube_api: KubeApiEmulator, cluster: TerraformCluster
 ) -> None:

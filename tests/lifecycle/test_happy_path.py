@@ -78,7 +78,6 @@ async def test_the_terraform_object_follows_the_crd_and_names_its_instance(
     obj = peers.terraform(created["id"])
     assert obj is not None
     schema = load_terraform_schema()
-    assert schema is not None
     jsonschema.Draft7Validator(schema).validate(obj)  # the emulator checked it on create, too
     assert obj["metadata"]["labels"] == {
         "app.kubernetes.io/managed-by": "opencsp-gateway",

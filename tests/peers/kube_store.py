@@ -27,7 +27,7 @@ import yaml
 
 JSON = dict[str, Any]
 
-CONTRACTS = Path(__file__).resolve().parents[2].parent / "shared" / "contracts"
+CONTRACTS = Path(__file__).resolve().parents[1] / "contracts"
 CRD_PATH = CONTRACTS / "tofu-controller" / "infra.contrib.fluxcd.io_terraforms.yaml"
 TF_FINALIZER = "finalizers.tf.contrib.fluxcd.io"
 
@@ -59,11 +59,9 @@ _MODIFIED = "the object has been modified; please apply your changes to the late
 
 
 @functools.cache
-def load_terraform_schema(path: Path = CRD_PATH) -> JSON | None:
-    """The CRD's v1alpha2 openAPIV3Schema, or None when the shared contracts are not checked out.
-    Cached: the CRD is large and only ever read."""
-    if not path.exists():
-        return None
+def load_terraform_schema(path: Path = CRD_PATH) -> JSON:
+    """The CRD's v1alpha2 openAPIV3Schema (vendored in tests/contracts). Cached: the CRD is large and only
+    ever read."""
     crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     version = next(v for v in crd["spec"]["versions"] if v["name"] == TERRAFORMS.version)
     schema: JSON = version["schema"]["openAPIV3Schema"]
@@ -239,7 +237,7 @@ class KubeStore:
         self._rv = 100
         self._compacted = 0
         self._watchers: set[Watcher] = set()
-        self._validator = jsonschema.Draft7Validator(self.schema) if self.schema else None
+        self._validator = jsonschema.Draft7Validator(self.schema)
 
     @property
     def resource_version(self) -> int:
@@ -433,7 +431,7 @@ class KubeStore:
             if data:
                 obj["data"] = data
             obj.setdefault("type", "Opaque")
-        elif resource is TERRAFORMS and self.schema is not None and self._validator is not None:
+        elif resource is TERRAFORMS:
             _prune_and_default(obj, self.schema)
             errors = sorted(self._validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
             if errors:

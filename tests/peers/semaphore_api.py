@@ -1,6 +1,6 @@
 """A test-side Ansible Semaphore that speaks the task API of its spec over a real socket.
 
-It implements what the gateway uses, as ``shared/contracts/semaphore/api-docs.yml`` (Swagger 2.0,
+It implements what the gateway uses, as ``tests/contracts/semaphore/api-docs.yml`` (Swagger 2.0,
 basePath ``/api``) describes it: bearer-token auth, ``POST /project/{project_id}/tasks`` (201 with the
 Task), ``GET .../tasks``, ``GET .../tasks/last``, ``GET .../tasks/{task_id}`` and its ``/output``.
 Request bodies are validated with JSON Schema built from the spec (400 on bad input); Task objects
@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 SPEC_ENV = "OPENCSP_SEMAPHORE_SPEC"
-_DEFAULT_SPEC = Path(__file__).resolve().parents[3] / "shared" / "contracts" / "semaphore" / "api-docs.yml"
+_DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "contracts" / "semaphore" / "api-docs.yml"
 
 DEFAULT_TOKEN = "test-token"
 FINAL = frozenset({"success", "error", "stopped"})
