@@ -43,7 +43,7 @@ schema: $(STAMP)
 	$(BIN)/opencsp-gateway schema > schema/schema.graphql
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/query_list.py
+	$(BIN)/python -m benchmarks.query_list
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) tests/node/node_modules .opencsp .pytest_cache .mypy_cache .ruff_cache

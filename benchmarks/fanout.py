@@ -12,9 +12,9 @@ all K. Prints:
 - fan-out time and deliveries/s: how long one change takes to reach its last subscriber (median over
   the K changes), and N over that time.
 
-    .venv/bin/python benchmarks/fanout.py                        # 1,000 subscribers, 20 changes
-    .venv/bin/python benchmarks/fanout.py --subscribers 10000
-    .venv/bin/python benchmarks/fanout.py --smoke                # 20 subscribers, 4 changes: a few seconds
+    .venv/bin/python -m benchmarks.fanout                        # 1,000 subscribers, 20 changes
+    .venv/bin/python -m benchmarks.fanout --subscribers 10000
+    .venv/bin/python -m benchmarks.fanout --smoke                # 20 subscribers, 4 changes: a few seconds
 
 Exit status: 0 on success, 1 when a subscriber missed a change, a process failed, or the time limit hit.
 """
@@ -29,7 +29,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -39,33 +38,13 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-NODE_DIR = ROOT / "tests" / "node"
+from benchmarks import support
+from benchmarks.support import CREATE, LIFECYCLE, Failed
+
+NODE_DIR = support.ROOT / "tests" / "node"
 CLIENT = NODE_DIR / "fanout-client.mjs"
 GATEWAY = Path(sys.executable).with_name("opencsp-gateway")
-CREATE = """
-mutation($name: String!) {
-  createInstance(input: {name: $name, flavor: "small", image: "debian-12"}) { userErrors { message } }
-}
-"""
-CHANGES_PER_INSTANCE = 4  # PENDING, PROVISIONING, CONFIGURING, ACTIVE
-
-
-class Failed(Exception):
-    pass
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise Failed(f"no VmRSS for process {pid}")
+CHANGES_PER_INSTANCE = len(LIFECYCLE)  # PENDING, PROVISIONING, CONFIGURING, ACTIVE
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -97,17 +76,18 @@ async def gateway(directory: Path, port: int, quota: int) -> AsyncIterator[async
         "OPENCSP_QUOTA_USER_MEMORY_MIB": str(quota * 4096),
         "OPENCSP_QUOTA_ORG_MEMORY_MIB": str(quota * 4096),
     }
-    process = await asyncio.create_subprocess_exec(
+    async with support.child_process(
         str(GATEWAY),
         "dev",
         "--port",
         str(port),
+        stop=signal.SIGINT,
+        grace=15,
         cwd=directory,
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
-    )
-    try:
+    ) as process:
         async with httpx.AsyncClient() as http:
             for _ in range(300):
                 with contextlib.suppress(httpx.TransportError):
@@ -120,14 +100,6 @@ async def gateway(directory: Path, port: int, quota: int) -> AsyncIterator[async
             else:
                 raise Failed("the gateway did not become ready in 30 s")
         yield process
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(process.wait(), timeout=15)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
 
 
 async def token(directory: Path, role: str) -> str:
@@ -163,11 +135,6 @@ async def order(http: httpx.AsyncClient, name: str) -> None:
         raise Failed(f"creating {name} failed: {body}")
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 async def run(subscribers: int, clients: int, changes: int, interval: float) -> dict[str, float]:
     node = shutil.which("node")
     if node is None or not (NODE_DIR / "node_modules" / "ws").exists():
@@ -177,7 +144,7 @@ async def run(subscribers: int, clients: int, changes: int, interval: float) -> 
     raise_fd_limit(subscribers + 1024)
     instances = -(-changes // CHANGES_PER_INSTANCE)
     measured = instances * CHANGES_PER_INSTANCE
-    port = free_port()
+    port = support.free_port()
     url = f"ws://127.0.0.1:{port}/graphql"
     with tempfile.TemporaryDirectory(prefix="fanout-") as tmp:
         directory = Path(tmp)
@@ -188,31 +155,34 @@ async def run(subscribers: int, clients: int, changes: int, interval: float) -> 
             ) as http:
                 await order(http, "warm-up-probe-0")  # first requests load what is loaded lazily
                 await asyncio.sleep(1)
-                idle_before = rss_kib(server.pid)
+                idle_before = support.rss_kib(server.pid)
                 shares = [subscribers // clients + (n < subscribers % clients) for n in range(clients)]
-                processes = [
-                    await asyncio.create_subprocess_exec(
-                        node,
-                        str(CLIENT),
-                        url,
-                        str(share),
-                        str(measured),
-                        cwd=NODE_DIR,
-                        env={**os.environ, "FANOUT_AUTHORIZATION": f"Bearer {viewer}"},
-                        stdout=asyncio.subprocess.PIPE,
-                        limit=256 * 1024 * 1024,  # the latencies line is one long line
-                    )
-                    for share in shares
-                    if share
-                ]
-                try:
+                async with contextlib.AsyncExitStack() as clients_running:
+                    processes = [
+                        await clients_running.enter_async_context(
+                            support.child_process(
+                                node,
+                                str(CLIENT),
+                                url,
+                                str(share),
+                                str(measured),
+                                stop=signal.SIGKILL,
+                                cwd=NODE_DIR,
+                                env={**os.environ, "FANOUT_AUTHORIZATION": f"Bearer {viewer}"},
+                                stdout=asyncio.subprocess.PIPE,
+                                limit=256 * 1024 * 1024,  # the latencies line is one long line
+                            )
+                        )
+                        for share in shares
+                        if share
+                    ]
                     for process in processes:
                         await read_line(process, "acked", seconds=120)
                     await order(http, "warm-1")
                     for process in processes:
                         await read_line(process, "warm", seconds=60)
                     await asyncio.sleep(1)
-                    idle_after = rss_kib(server.pid)
+                    idle_after = support.rss_kib(server.pid)
 
                     for n in range(instances):
                         await order(http, f"bench-{n}")
@@ -222,11 +192,6 @@ async def run(subscribers: int, clients: int, changes: int, interval: float) -> 
                         part = await read_line(process, "latencies", seconds=300 + 60 * instances)
                         for key, values in part.items():
                             per_change.setdefault(key, []).extend(values)
-                finally:
-                    for process in processes:
-                        if process.returncode is None:
-                            process.kill()
-                            await process.wait()
     latencies = [value for values in per_change.values() for value in values]
     if len(per_change) != measured or len(latencies) != subscribers * measured:
         raise Failed(f"expected {subscribers} x {measured} deliveries, got {len(latencies)}")
@@ -236,7 +201,7 @@ async def run(subscribers: int, clients: int, changes: int, interval: float) -> 
         "subscribers": subscribers,
         "changes": measured,
         "p50_ms": statistics.median(latencies),
-        "p99_ms": percentile(latencies, 0.99),
+        "p99_ms": support.percentile(latencies, 99),
         "max_ms": max(latencies),
         "kib_per_idle_subscriber": (idle_after - idle_before) / subscribers,
         "server_rss_mib": idle_after / 1024,
@@ -245,24 +210,9 @@ async def run(subscribers: int, clients: int, changes: int, interval: float) -> 
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--clients", type=int, default=0, help="Node processes (default: one per 2,500)")
-    parser.add_argument("--changes", type=int, default=20, help="status changes to measure (4 per instance)")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between orders")
-    parser.add_argument("--smoke", action="store_true", help="20 subscribers, 4 changes")
-    args = parser.parse_args()
-    if args.smoke:
-        args.subscribers, args.changes, args.interval = 20, 4, 0.1
+async def bench(args: argparse.Namespace) -> None:
     clients = args.clients or max(1, -(-args.subscribers // 2500))
-    try:
-        result = asyncio.run(run(args.subscribers, clients, args.changes, args.interval))
-    except (Failed, TimeoutError) as error:
-        print(f"fanout: {error or 'timed out'}", file=sys.stderr)
-        sys.exit(1)
+    result = await run(args.subscribers, clients, args.changes, args.interval)
     print(
         f"{result['subscribers']:,} subscribers x {result['changes']} changes on one worker: "
         f"latency p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms, "
@@ -274,5 +224,20 @@ def main() -> None:
     )
 
 
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=0, help="Node processes (default: one per 2,500)")
+    parser.add_argument("--changes", type=int, default=20, help="status changes to measure (4 per instance)")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between orders")
+    parser.add_argument("--smoke", action="store_true", help="20 subscribers, 4 changes")
+    args = parser.parse_args()
+    if args.smoke:
+        args.subscribers, args.changes, args.interval = 20, 4, 0.1
+    return support.finish("fanout", bench(args))
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

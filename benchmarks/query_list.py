@@ -7,9 +7,9 @@ share the server's core. Prints requests/s, p50/p99 latency and server CPU per r
 ratio gateway/baseline. Every response is checked (100 items of exactly 12 fields, no errors) and one page
 of each server must be equal, so a broken server cannot look fast.
 
-    .venv/bin/python benchmarks/query_list.py                  # SQLite, ~15 s
-    .venv/bin/python benchmarks/query_list.py --database postgresql
-    .venv/bin/python benchmarks/query_list.py --smoke          # a few requests: proves the script runs
+    .venv/bin/python -m benchmarks.query_list                  # SQLite, ~15 s
+    .venv/bin/python -m benchmarks.query_list --database postgresql
+    .venv/bin/python -m benchmarks.query_list --smoke          # a few requests: proves the script runs
 
 Exit status: 0 on success, 1 when a check failed or the time limit was hit.
 """
@@ -20,216 +20,64 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-SCRIPT = Path(__file__).resolve()
-ROOT = SCRIPT.parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import httpx
 
-import httpx  # noqa: E402
-import orjson  # noqa: E402
+from benchmarks import support
+from benchmarks.support import BODY, PAGE_SIZE, PATHS, Failed
 
-PAGE_SIZE = 100
-# GraphQL name -> column; the order is the order of keys in the baseline's JSON.
-FIELDS: dict[str, str] = {
-    "id": "id",
-    "name": "name",
-    "status": "status",
-    "flavor": "flavor",
-    "image": "image",
-    "cpu": "cpu",
-    "memoryMib": "memory_mib",
-    "diskGib": "disk_gib",
-    "ipAddress": "ip_address",
-    "hostname": "hostname",
-    "ownerName": "owner_name",
-    "createdAt": "created_at",
-}
-FIELD_SET = frozenset(FIELDS)
-QUERY = f"query List {{ instances(first: {PAGE_SIZE}) {{ nodes {{ {' '.join(FIELDS)} }} }} }}"
-BODY = orjson.dumps({"query": QUERY, "operationName": "List"})
 HEADERS = {"content-type": "application/json", "accept": "application/json"}
-PATHS = {"gateway": "/graphql", "baseline": "/instances"}
-# Final statuses only: the gateway reconciles unfinished instances at start-up and would change them.
-STATUSES = ("ACTIVE", "ACTIVE", "ACTIVE", "ACTIVE", "FAILED", "DELETED")
 
 
-class CheckFailed(Exception):
-    """A server answered something other than the expected page."""
-
-
-# --- The servers (each in a child process: `query_list.py --serve KIND --database-url URL`) ---
-
-
-async def gateway_app(database_url: str) -> tuple[Any, str]:
-    """The real gateway with dev mode's peers and issuer, and an admin token of that issuer."""
-    from gateway.app import create_app
-    from gateway.bootstrap import build_runtime
-    from gateway.settings import Settings
-
-    settings = Settings(database_url=database_url, graphiql=False, dev_mode=True, _env_file=None)  # type: ignore[call-arg]
-    runtime = await build_runtime(settings)
-    assert runtime.dev_issuer is not None
-    return create_app(runtime), runtime.dev_issuer.issue("admin", ttl=3600)
-
-
-def baseline_app(database_url: str) -> Any:
-    """What a hand-written endpoint would do: one SELECT of the 12 columns, newest first, orjson out."""
-    from sqlalchemy import select
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import Response
-    from starlette.routing import Route
-
-    from services.db.engine import make_engine, make_sessionmaker
-    from services.db.models import Instance
-
-    engine = make_engine(database_url)
-    sessions = make_sessionmaker(engine)
-    query = (
-        select(*[getattr(Instance, column) for column in FIELDS.values()])
-        .order_by(Instance.created_at.desc(), Instance.id.desc())
-        .limit(PAGE_SIZE)
-    )
-    names = tuple(FIELDS)
-
-    async def list_instances(request: Request) -> Response:
-        await request.body()
-        async with sessions() as session:
-            rows = (await session.execute(query)).all()
-        nodes = [dict(zip(names, row, strict=True)) for row in rows]
-        # default=str: asyncpg hands back its own UUID class, which orjson does not know.
-        body = orjson.dumps({"data": {"instances": {"nodes": nodes}}}, default=str)
-        return Response(body, media_type="application/json")
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        yield
-        await engine.dispose()
-
-    return Starlette(routes=[Route(PATHS["baseline"], list_instances, methods=["POST"])], lifespan=lifespan)
+# --- The servers (each in a child process: `-m benchmarks.query_list --serve KIND --database-url URL`) ---
 
 
 def serve(kind: str, database_url: str) -> None:
-    """Bind a free loopback port, tell the parent on stdout, serve until SIGTERM."""
-    import uvicorn
-    import uvloop
+    """Serve `kind` on a free loopback port, tell the parent its URL and token on stdout, until SIGTERM."""
 
     async def main() -> None:
         # The runtime is built on the loop that serves it, as `opencsp-gateway serve` does.
-        app, token = (
-            await gateway_app(database_url) if kind == "gateway" else (baseline_app(database_url), "-")
-        )
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1024)  # connections queue here until uvicorn accepts them
-        print(f"PORT {sock.getsockname()[1]} TOKEN {token}", flush=True)
-        # Same stack as production (uvloop + httptools via "auto"), minus the access log, on both servers.
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-        await uvicorn.Server(config).serve(sockets=[sock])
+        if kind == "gateway":
+            gateway = await support.gateway_app(database_url)
+            app, token = gateway.app, gateway.token
+        else:
+            app, token = support.baseline_app(database_url), "-"
+        # Same stack as production (uvloop + httptools), minus the access log, on both servers.
+        async with support.serve(app, access_log=False) as base:
+            print(f"{base} {token}", flush=True)
+            await asyncio.Event().wait()  # uvicorn shuts down on SIGTERM, then the process ends
 
-    uvloop.run(main())
+    support.run(main())
 
 
 @contextlib.asynccontextmanager
 async def server_process(kind: str, database_url: str) -> AsyncIterator[tuple[str, int, str]]:
-    """Yield (base URL, pid) of a child process serving `kind`; stop it on exit."""
-    process = await asyncio.create_subprocess_exec(
+    """Yield (base URL, pid, token) of a child process serving `kind`; stop it on exit."""
+    async with support.child_process(
         sys.executable,
-        str(SCRIPT),
+        "-m",
+        "benchmarks.query_list",
         "--serve",
         kind,
         "--database-url",
         database_url,
         stdout=asyncio.subprocess.PIPE,
-        cwd=str(ROOT),
-    )
-    try:
+        cwd=str(support.ROOT),
+    ) as process:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
-        if not line.startswith("PORT "):
-            raise CheckFailed(f"{kind} server did not start (said {line!r})")
-        _, port, _, token = line.split()
-        yield f"http://127.0.0.1:{int(port)}", process.pid, token
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), timeout=10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
-# --- The database ----------------------------------------------------------------------------------------
-
-
-async def seed(database_url: str, rows: int) -> None:
-    """Migrate to head and insert `rows` instances (with their first event), as the tests' factories do."""
-    from migrations.runner import upgrade
-    from services.db.engine import make_engine
-    from services.db.models import InstanceStatus
-    from tests.support.factories import insert_instances, instance_row
-
-    engine = make_engine(database_url)
-    try:
-        await upgrade(engine)
-        batch = 1_000
-        for start in range(0, rows, batch):
-            await insert_instances(
-                engine,
-                [
-                    instance_row(
-                        index,
-                        status=InstanceStatus(STATUSES[index % len(STATUSES)]),
-                        owner_name=f"User {index % 17}",
-                        node=f"node-{index % 5}",
-                    )
-                    for index in range(start, min(start + batch, rows))
-                ],
-            )
-    finally:
-        await engine.dispose()
-
-
-@contextlib.asynccontextmanager
-async def database(kind: str) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="opencsp-bench-") as directory:
-            yield f"sqlite+aiosqlite:///{Path(directory) / 'bench.db'}"
-    else:
-        from tests.support.databases import postgres_database
-
-        async with postgres_database() as url:
-            yield url
+        if not line.startswith("http://"):
+            raise Failed(f"{kind} server did not start (said {line!r})")
+        base, token = line.split()
+        yield base, process.pid, token
 
 
 # --- The load ---------------------------------------------------------------------------------------------
-
-
-def check(status: int, content: bytes) -> list[dict[str, Any]]:
-    if status != 200:
-        raise CheckFailed(f"HTTP {status}: {content[:300]!r}")
-    body = orjson.loads(content)
-    if body.get("errors"):
-        raise CheckFailed(f"errors in response: {body['errors']!r}"[:400])
-    nodes: list[dict[str, Any]] = body["data"]["instances"]["nodes"]
-    if len(nodes) != PAGE_SIZE:
-        raise CheckFailed(f"expected {PAGE_SIZE} items, got {len(nodes)}")
-    for node in nodes:
-        if node.keys() != FIELD_SET:
-            raise CheckFailed(f"expected fields {sorted(FIELD_SET)}, got {sorted(node)}")
-    return nodes
 
 
 Send = Callable[[], Awaitable[tuple[int, bytes]]]
@@ -265,9 +113,9 @@ class RawConnection:
             if name.strip().lower() == b"content-length":
                 length = int(value)
             elif name.strip().lower() == b"transfer-encoding":
-                raise CheckFailed("chunked responses are not expected from these endpoints")
+                raise Failed("chunked responses are not expected from these endpoints")
         if length is None:
-            raise CheckFailed("response without Content-Length")
+            raise Failed("response without Content-Length")
         return status, await self.reader.readexactly(length)
 
     async def aclose(self) -> None:
@@ -300,15 +148,6 @@ async def clients(kind: str, base: str, path: str, concurrency: int, token: str)
         yield [send] * concurrency
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of a process and all its threads, from /proc (None where there is no /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(frozen=True, slots=True)
 class Result:
     kind: str
@@ -323,9 +162,8 @@ class Result:
     def rate(self) -> float:
         return self.requests / self.seconds
 
-    def percentile(self, fraction: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+    def percentile(self, percent: int) -> float:
+        return support.percentile(self.latencies, percent)
 
 
 async def drive(senders: Sequence[Send], total: int) -> tuple[list[float], list[dict[str, Any]]]:
@@ -339,7 +177,7 @@ async def drive(senders: Sequence[Send], total: int) -> tuple[list[float], list[
             started = time.perf_counter()
             status, content = await send()
             latencies.append(time.perf_counter() - started)
-            nodes = check(status, content)
+            nodes = support.check_page(status, content)
             if not sample:
                 sample.extend(nodes)
 
@@ -353,11 +191,11 @@ async def measure(kind: str, database_url: str, args: argparse.Namespace) -> Res
         clients(args.client, base, PATHS[kind], args.concurrency, token) as senders,
     ):
         await drive(senders, args.warmup)
-        cpu_before, client_before = cpu_seconds(pid), time.process_time()
+        cpu_before, client_before = support.cpu_seconds(pid), time.process_time()
         started = time.perf_counter()
         latencies, sample = await drive(senders, args.requests)
         seconds = time.perf_counter() - started
-        cpu_after, client_after = cpu_seconds(pid), time.process_time()
+        cpu_after, client_after = support.cpu_seconds(pid), time.process_time()
     server_cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
     return Result(kind, args.requests, seconds, latencies, server_cpu, client_after - client_before, sample)
 
@@ -376,31 +214,34 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> str:
             cpu = f"{1000 * result.server_cpu / result.requests:>20.2f}"
             busy = f"{result.server_cpu / result.seconds:>7.0%}"
         lines.append(
-            f"{result.kind:<10}{result.rate:>10.1f}{1000 * result.percentile(0.5):>10.2f}"
-            f"{1000 * result.percentile(0.99):>10.2f}{cpu}{busy}"
+            f"{result.kind:<10}{result.rate:>10.1f}{1000 * result.percentile(50):>10.2f}"
+            f"{1000 * result.percentile(99):>10.2f}{cpu}{busy}"
             f"{1000 * result.client_cpu / result.requests:>20.2f}"
         )
     by_kind = {result.kind: result for result in results}
     gateway, baseline = by_kind["gateway"], by_kind["baseline"]
-    lines.append(f"ratio gateway/baseline (req/s): {gateway.rate / baseline.rate:.3f}  (goal: >= 0.25)")
+    lines.append(
+        support.ratio_line("gateway/baseline (req/s)", gateway.rate / baseline.rate, "goal: >= 0.25")
+    )
     if gateway.server_cpu and baseline.server_cpu:
         # Capacity when both are CPU-bound; it does not move with a busy machine or a slow client.
         lines.append(
-            f"ratio by server CPU per request: {baseline.server_cpu / gateway.server_cpu:.3f}"
-            f"  (baseline busy {baseline.server_cpu / baseline.seconds:.0%}: below ~90% the req/s ratio"
-            " flatters the gateway)"
+            support.ratio_line(
+                "by server CPU per request",
+                baseline.server_cpu / gateway.server_cpu,
+                f"baseline busy {baseline.server_cpu / baseline.seconds:.0%}: below ~90% the req/s ratio"
+                " flatters the gateway",
+            )
         )
     return "\n".join(lines)
 
 
-async def run(args: argparse.Namespace) -> int:
-    async with database(args.database) as url:
-        await seed(url, args.rows)
+async def run(args: argparse.Namespace) -> None:
+    async with support.seeded_database(args.database, args.rows) as url:
         results = [await measure(kind, url, args) for kind in ("baseline", "gateway")]
     if results[0].sample != results[1].sample:
-        raise CheckFailed("the gateway and the baseline returned different pages")
+        raise Failed("the gateway and the baseline returned different pages")
     print(report(results, args))
-    return 0
 
 
 # --- Entry point ------------------------------------------------------------------------------------------
@@ -430,31 +271,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def event_loop_runner() -> Callable[[Awaitable[int]], int]:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run  # type: ignore[return-value]
-    return lambda main: uvloop.run(main)  # type: ignore[arg-type]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
         serve(args.serve, args.database_url)
         return 0
-
-    async def bounded() -> int:
-        async with asyncio.timeout(args.time_limit):
-            return await run(args)
-
-    try:
-        return event_loop_runner()(bounded())
-    except CheckFailed as error:
-        print(f"query_list: check failed: {error}", file=sys.stderr)
-    except TimeoutError:
-        print(f"query_list: gave up after {args.time_limit:g} s (--time-limit)", file=sys.stderr)
-    return 1
+    return support.finish("query_list", run(args), time_limit=args.time_limit)
 
 
 if __name__ == "__main__":

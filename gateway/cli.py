@@ -107,11 +107,12 @@ def run_server(settings: Settings) -> None:
         )
         await uvicorn.Server(config).serve()
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(main())
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (uvicorn[standard] brings it); the benchmarks serve on the same loop."""
     try:
         import uvloop
     except ImportError:

@@ -11,10 +11,8 @@ from schema.errors import BadUserInput
 from schema.types import (
     Instance,
     InstanceConnection,
-    InstanceEdge,
     InstanceEvent,
     InstanceFilter,
-    PageInfo,
 )
 from services.instances.cursor import InvalidCursor
 from services.instances.reading import InstanceFilter as ServiceFilter
@@ -59,16 +57,7 @@ async def resolve_instances(
         )
     except InvalidCursor as exc:
         raise BadUserInput(str(exc)) from None
-    items = page.items
-    return InstanceConnection(
-        edges=[InstanceEdge(node=Instance.from_record(item)) for item in items],
-        page_info=PageInfo(
-            has_next_page=page.has_next_page,
-            has_previous_page=page.has_previous_page,
-            start_cursor=page.cursor(items[0]) if items else None,
-            end_cursor=page.cursor(items[-1]) if items else None,
-        ),
-    )
+    return InstanceConnection.from_page(page)
 
 
 async def resolve_events(

@@ -212,6 +212,19 @@ class InstanceConnection:
     def nodes(self) -> list[Instance]:
         return [edge.node for edge in self.edges]
 
+    @classmethod
+    def from_page(cls, page: Page) -> InstanceConnection:
+        items = page.items
+        return cls(
+            edges=[InstanceEdge(node=Instance.from_record(item)) for item in items],
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=page.has_previous_page,
+                start_cursor=page.cursor(items[0]) if items else None,
+                end_cursor=page.cursor(items[-1]) if items else None,
+            ),
+        )
+
 
 @strawberry.input(description="Narrow a list of instances; all given conditions must hold.")
 class InstanceFilter:

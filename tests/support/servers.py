@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import uvicorn
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a server that must be told its port up front."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 @contextlib.asynccontextmanager
-async def serve(app: Any, *, lifespan: Literal["auto", "on", "off"] = "on") -> AsyncIterator[str]:
+async def serve(
+    app: Any, *, lifespan: Literal["auto", "on", "off"] = "on", access_log: bool = True
+) -> AsyncIterator[str]:
     """Yield the base URL (http://127.0.0.1:PORT) while uvicorn serves `app`; stop it on exit."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan, access_log=access_log
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
