@@ -111,6 +111,7 @@ async def build_runtime(
             timeout=settings.configuration_timeout_seconds,
             min_poll=min(1.0, settings.configuration_timeout_seconds),
             start_retry=min(2.0, settings.configuration_timeout_seconds),
+            instance_networks=tuple(settings.instance_networks),
         ),
     )
     provisioning = Provisioning(
@@ -124,6 +125,7 @@ async def build_runtime(
             source_namespace=settings.terraform_source_namespace,
             vars_secret=settings.terraform_vars_secret,
             interval=settings.terraform_interval,
+            instance_networks=tuple(settings.instance_networks),
         ),
         configuration,
     )

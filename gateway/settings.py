@@ -6,6 +6,7 @@ instead of failing later inside a request.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -73,6 +74,10 @@ class Settings(BaseSettings):
     terraform_source_namespace: str = "flux-system"
     terraform_vars_secret: str = "proxmox-credentials"  # noqa: S105 (a Secret's name)
     terraform_interval: str = Field(default="10m", pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
+    # Where VMs' addresses lie (comma-separated CIDRs); an outputs Secret naming another is refused.
+    instance_networks: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = Field(
+        default_factory=list
+    )
 
     # Semaphore: the post-provisioning task and its webhook hint.
     semaphore_url: str | None = None
@@ -117,6 +122,19 @@ class Settings(BaseSettings):
             except orjson.JSONDecodeError as exc:
                 raise ValueError(f"not valid JSON ({exc})") from None
         return value
+
+    @field_validator("instance_networks", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        networks = []
+        for part in filter(None, (item.strip() for item in value.split(","))):
+            try:
+                networks.append(ipaddress.ip_network(part))
+            except ValueError as exc:
+                raise ValueError(f"{part!r} is not a network in CIDR notation ({exc})") from None
+        return networks
 
     @field_validator("rbac_policy", mode="before")
     @classmethod

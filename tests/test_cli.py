@@ -61,6 +61,11 @@ def test_every_command_has_help(command: str) -> None:
             "1",
             "OPENCSP_MAX_QUERY_DEPTH: Input should be greater than or equal to 2",
         ),
+        (
+            "OPENCSP_INSTANCE_NETWORKS",
+            "10.20.0.0/16, 10.30.0.1/16",
+            "OPENCSP_INSTANCE_NETWORKS: '10.30.0.1/16' is not a network in CIDR notation",
+        ),
     ],
 )
 def test_a_bad_setting_stops_start_up_with_one_line(

@@ -20,6 +20,7 @@ from services.db.models import InstanceStatus, utcnow
 from services.instances.ports import TaskRunner
 from services.instances.records import InstanceRecord
 from services.instances.store import InstanceStore
+from services.kubernetes.outputs import InvalidOutputs, Network, checked_outputs
 from services.semaphore.model import SemaphoreError, SemaphoreRejected, SemaphoreTask
 from services.semaphore.poller import PollTimedOut, TaskPoller
 
@@ -29,6 +30,9 @@ CONFIGURATION_FAILED = "ConfigurationFailed"
 CONFIGURATION_TIMEOUT = "ConfigurationTimeout"
 CONFIGURATION_REJECTED = "ConfigurationRejected"
 CONFIGURATION_REASONS = frozenset({CONFIGURATION_FAILED, CONFIGURATION_TIMEOUT, CONFIGURATION_REJECTED})
+# The outputs Secret's address or hostname is not one to hand to Ansible (set by provisioning, and here
+# for a row whose outputs were stored before they were checked). A retry provisions again.
+INVALID_OUTPUTS = "InvalidOutputs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,7 @@ class ConfigurationSettings:
     max_poll: float = 30.0
     start_retry: float = 2.0
     adopt_after: float | None = None  # None: min(60 s, half the timeout)
+    instance_networks: tuple[Network, ...] = ()  # where SSH targets may lie; empty: any routable address
 
     @property
     def adoption_grace(self) -> float:
@@ -204,11 +209,18 @@ class Configuration:
         def still_ours(current: InstanceRecord) -> bool:
             return current.version == claimed.version
 
+        try:  # only checked values become extra vars, whatever wrote the row
+            target = checked_outputs(
+                record.ip_address or "", record.hostname or "", self._settings.instance_networks
+            )
+        except InvalidOutputs as error:
+            await self._fail(record.id, INVALID_OUTPUTS, str(error), still_ours)
+            return None
         environment = {
             "instance_id": str(record.id),
             "name": record.name,
-            "ip_address": record.ip_address or "",
-            "hostname": record.hostname or "",
+            "ip_address": target.ip_address,
+            "hostname": target.hostname,
         }
         delay = self._settings.start_retry
         while True:

@@ -89,7 +89,7 @@ class Lifecycle:
             "cpu": valid.flavor.cpu,
             "memory_mib": valid.flavor.memory_mib,
             "disk_gib": valid.flavor.disk_gib,
-            "ssh_public_key": request.ssh_public_key.strip() if request.ssh_public_key else None,
+            "ssh_public_key": valid.ssh_public_key.openssh() if valid.ssh_public_key else None,
             "idempotency_key": request.idempotency_key,
             **self.provisioning.names(instance_id),
         }

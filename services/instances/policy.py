@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import load_ssh_public_key
-
 from services.catalog import Catalog, Flavor, Image
+from services.instances.ssh_keys import InvalidSshKey, SshPublicKey, parse_ssh_public_key
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-MAX_DESCRIPTION = 1024
+# Always `fullmatch`: with `match`, `$` also matches before a final newline ("web-1\n").
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+MAX_DESCRIPTION = 1024  # bytes of UTF-8
 MAX_IDEMPOTENCY_KEY = 128
-MAX_SSH_KEY = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +34,17 @@ class CreateRequest:
 
 @dataclass(frozen=True, slots=True)
 class ValidCreate:
+    """What may be stored: the request's checked values, the key only in its re-serialised form."""
+
     request: CreateRequest
     flavor: Flavor
     image: Image
+    ssh_public_key: SshPublicKey | None = None
 
 
 def validate_create(request: CreateRequest, catalog: Catalog) -> ValidCreate | list[UserError]:
     errors: list[UserError] = []
-    if not DNS_LABEL.match(request.name):
+    if not DNS_LABEL.fullmatch(request.name):
         errors.append(
             UserError(
                 "name",
@@ -58,12 +60,18 @@ def validate_create(request: CreateRequest, catalog: Catalog) -> ValidCreate | l
     if image is None:
         known = ", ".join(i.name for i in catalog.images)
         errors.append(UserError("image", f"unknown image; choose one of {known}", "UNKNOWN_IMAGE"))
-    if request.ssh_public_key is not None and not _valid_ssh_key(request.ssh_public_key):
-        errors.append(
-            UserError("sshPublicKey", "is not an OpenSSH public key (ssh-ed25519 AAAA…)", "INVALID_SSH_KEY")
-        )
-    if request.description is not None and len(request.description) > MAX_DESCRIPTION:
-        errors.append(UserError("description", f"must be at most {MAX_DESCRIPTION} characters", "TOO_LONG"))
+    ssh_key: SshPublicKey | None = None
+    if request.ssh_public_key is not None:
+        try:
+            ssh_key = parse_ssh_public_key(request.ssh_public_key)
+        except InvalidSshKey as error:
+            errors.append(
+                UserError(
+                    "sshPublicKey", f"is not an accepted OpenSSH public key: {error}", "INVALID_SSH_KEY"
+                )
+            )
+    if request.description is not None:
+        errors.extend(_description_errors(request.description))
     key = request.idempotency_key
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
         errors.append(
@@ -73,15 +81,18 @@ def validate_create(request: CreateRequest, catalog: Catalog) -> ValidCreate | l
         )
     if errors or flavor is None or image is None:
         return errors
-    return ValidCreate(request, flavor, image)
+    return ValidCreate(request, flavor, image, ssh_key)
 
 
-def _valid_ssh_key(value: str) -> bool:
-    value = value.strip()
-    if not value or len(value) > MAX_SSH_KEY or "\n" in value:
-        return False
-    try:
-        load_ssh_public_key(value.encode())
-    except (ValueError, UnsupportedAlgorithm):
-        return False
-    return True
+def _description_errors(description: str) -> list[UserError]:
+    if len(description.encode("utf-8", errors="surrogatepass")) > MAX_DESCRIPTION:
+        return [UserError("description", f"must be at most {MAX_DESCRIPTION} bytes (1 KiB)", "TOO_LONG")]
+    # Cc: C0/C1 controls (newline, \r, \x85, …); Zl/Zp: U+2028/U+2029, line breaks to YAML and JavaScript;
+    # Cs: lone surrogates, which no database encoding stores.
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cs") for char in description):
+        return [
+            UserError(
+                "description", "must not contain control characters or line breaks", "INVALID_DESCRIPTION"
+            )
+        ]
+    return []

@@ -17,13 +17,13 @@ from typing import Any
 from services.auth.principal import SYSTEM
 from services.catalog import Catalog
 from services.db.models import InstanceStatus
-from services.instances.configuration import Configuration
+from services.instances.configuration import INVALID_OUTPUTS, Configuration
 from services.instances.ports import Cluster
 from services.instances.records import InstanceRecord
 from services.instances.store import InstanceStore
 from services.kubernetes.cluster import RECONCILE_ANNOTATION, ClusterError
 from services.kubernetes.conditions import TerraformPhase, ready_condition, signal_of
-from services.kubernetes.outputs import OutputsError, instance_outputs
+from services.kubernetes.outputs import InvalidOutputs, Network, OutputsError, instance_outputs
 from services.kubernetes.terraform_object import (
     SourceKind,
     TerraformSpec,
@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 EARLY = {InstanceStatus.PENDING, InstanceStatus.PROVISIONING}
 OBJECT_DELETED = "TerraformObjectDeleted"
 OBJECT_REJECTED = "TerraformObjectRejected"
+OUTPUTS_MALFORMED = "TerraformOutputsInvalid"  # the Secret does not decode to string outputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class TerraformSettings:
     source_namespace: str = "flux-system"
     vars_secret: str = "proxmox-credentials"  # noqa: S105 (a Secret's name, not a secret)
     interval: str = "10m"
+    instance_networks: tuple[Network, ...] = ()  # where outputs' addresses may lie; empty: anywhere
 
 
 class Provisioning:
@@ -215,15 +217,17 @@ class Provisioning:
         secret = secret or outputs_secret_name(record.id)
         try:
             found = instance_outputs(
-                await self._cluster.read_outputs(self._namespace_of(record), secret) or {}
+                await self._cluster.read_outputs(self._namespace_of(record), secret) or {},
+                self._settings.instance_networks,
             )
         except OutputsError as error:
+            # Nothing of a refused Secret is stored: the row keeps no address, so no task can use it.
             await self._store.transition(
                 record.id,
                 to=InstanceStatus.FAILED,
                 allowed_from=EARLY,
                 actor=SYSTEM.sub,
-                reason="TerraformOutputsInvalid",
+                reason=INVALID_OUTPUTS if isinstance(error, InvalidOutputs) else OUTPUTS_MALFORMED,
                 message=str(error),
             )
             return

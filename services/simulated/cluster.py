@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
 
-_DNS_SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +333,7 @@ class SimulatedCluster:
             raise ClusterError(f"{what}: 400 Bad Request (not a {KIND} of {API_VERSION})", status=400)
         created = copy.deepcopy(obj)
         meta = created["metadata"]
-        if len(meta["name"]) > 253 or not _DNS_SUBDOMAIN.match(meta["name"]):
+        if len(meta["name"]) > 253 or not _DNS_SUBDOMAIN.fullmatch(meta["name"]):
             raise ClusterError(f"{what}: 422 Unprocessable Entity (metadata.name is invalid)", status=422)
         for field in ("deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "finalizers"):
             meta.pop(field, None)

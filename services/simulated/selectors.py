@@ -14,7 +14,7 @@ from services.kubernetes.cluster import ClusterError
 LabelMatcher = Callable[[Mapping[str, str]], bool]
 
 _REQUIREMENT = re.compile(
-    r"^(?P<neg>!)?(?P<key>[A-Za-z0-9][-A-Za-z0-9_./]*)(?:\s*(?P<op>==|=|!=)\s*(?P<value>[-A-Za-z0-9_.]*))?$"
+    r"(?P<neg>!)?(?P<key>[A-Za-z0-9][-A-Za-z0-9_./]*)(?:\s*(?P<op>==|=|!=)\s*(?P<value>[-A-Za-z0-9_.]*))?"
 )
 
 
@@ -22,7 +22,7 @@ def parse_selector(text: str, *, what: str = "list terraforms") -> LabelMatcher:
     """A predicate over an object's labels; ClusterError 400 when `text` is not an equality selector."""
     checks: list[LabelMatcher] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        match = _REQUIREMENT.match(part)
+        match = _REQUIREMENT.fullmatch(part)
         if match is None or (match["neg"] and match["op"]):
             raise ClusterError(f"{what}: 400 Bad Request (unable to parse requirement {part!r})", status=400)
         checks.append(_requirement(match["key"], match["op"], match["value"], negated=bool(match["neg"])))

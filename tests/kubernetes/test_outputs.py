@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 
 import pytest
 
 from services.kubernetes.cluster import TerraformCluster
-from services.kubernetes.outputs import InstanceOutputs, OutputsError, instance_outputs, parse_outputs
+from services.kubernetes.outputs import (
+    InstanceOutputs,
+    InvalidOutputs,
+    OutputsError,
+    checked_outputs,
+    instance_outputs,
+    parse_outputs,
+)
 from services.kubernetes.terraform_object import build_terraform_object
 from tests.kubernetes.support import NAMESPACE, make_spec
 from tests.peers.kube_api import SECRETS, KubeApiEmulator
@@ -78,3 +86,85 @@ def test_parse_outputs_table() -> None:
 def test_parse_outputs_rejects_garbage(data: dict[str, str]) -> None:
     with pytest.raises(OutputsError):
         parse_outputs(data)
+
+
+NETWORKS = (ipaddress.ip_network("10.20.0.0/16"), ipaddress.ip_network("fd00:20::/64"))
+
+
+@pytest.mark.parametrize(
+    ("address", "hostname", "expected"),
+    [
+        ("10.20.0.9", "web-1.lab.internal", ("10.20.0.9", "web-1.lab.internal")),
+        ("FD00:20::0009", "web-1", ("fd00:20::9", "web-1")),
+        ("10.20.255.254", "Web-1.Lab.", ("10.20.255.254", "Web-1.Lab")),
+        ("10.20.0.9", "a" * 63 + "." + "b" * 63, ("10.20.0.9", "a" * 63 + "." + "b" * 63)),
+    ],
+)
+def test_checked_outputs_are_canonical(address: str, hostname: str, expected: tuple[str, str]) -> None:
+    checked = checked_outputs(address, hostname, NETWORKS)
+    assert (checked.ip_address, checked.hostname) == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [
+        ("10.20.0.9 -o ProxyCommand=id {{ lookup('pipe', 'id') }}", "is not an IP address"),
+        ("10.20.0.9\n", "is not an IP address"),
+        (" 10.20.0.9", "is not an IP address"),
+        ("010.20.0.9", "is not an IP address"),
+        ("10.20.0.0/24", "is not an IP address"),
+        ("vm.example", "is not an IP address"),
+        ("fd00:20::9%eth0", "IPv6 zone"),
+        ("fd00:20::9% -oProxyCommand=id", "IPv6 zone"),
+        ("192.168.1.5", "outside the instance networks (10.20.0.0/16, fd00:20::/64)"),
+        ("::ffff:10.20.0.9", "outside the instance networks"),
+        ("fd00:99::9", "outside the instance networks"),
+        ("127.0.0.1", "not a machine's address"),
+        ("0.0.0.0", "not a machine's address"),  # noqa: S104 (a refused output, not a bind)
+        ("224.0.0.1", "not a machine's address"),
+    ],
+)
+def test_addresses_that_are_not_a_vm_in_the_networks_are_refused(address: str, says: str) -> None:
+    with pytest.raises(InvalidOutputs) as refused:
+        checked_outputs(address, "web-1.lab", NETWORKS)
+    assert says in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_without_networks_any_routable_address_is_taken() -> None:
+    assert checked_outputs("192.168.1.5", "web").ip_address == "192.168.1.5"
+    with pytest.raises(InvalidOutputs):
+        checked_outputs("127.0.0.1", "web")
+
+
+@pytest.mark.parametrize(
+    "hostname",
+    [
+        "web 1.lab",
+        "web-1.lab\nansible_host: evil",
+        "web;id",
+        "$(id)",
+        "{{ lookup('pipe', 'id') }}",
+        "-web.lab",
+        "web-.lab",
+        "web..lab",
+        ".",
+        "a" * 64,
+        ".".join(["a" * 63] * 4),  # 255 characters
+        "wéb.lab",
+        "web_1.lab",
+    ],
+)
+def test_hostnames_that_are_not_dns_names_are_refused(hostname: str) -> None:
+    with pytest.raises(InvalidOutputs) as refused:
+        checked_outputs("10.20.0.9", hostname, NETWORKS)
+    assert "is not a DNS name" in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_instance_outputs_checks_what_it_returns() -> None:
+    with pytest.raises(InvalidOutputs):
+        instance_outputs({"ip_address": "10.0.0.1 -o x", "hostname": "h"})
+    found = instance_outputs({"ip_address": "10.20.0.1", "hostname": "h"}, NETWORKS)
+    assert found is not None
+    assert (found.ip_address, found.hostname) == ("10.20.0.1", "h")

