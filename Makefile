@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Suites mostly wait on sockets and subprocesses, so more pytest-xdist workers than cores still shortens the run.
+TEST_WORKERS ?= 4
 # The linters of deploy/ live in a venv of their own: checkov pins old versions of shared packages.
 DEPLOY_VENV := .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed-$(shell cat deploy/requirements-lint.txt | cksum | cut -d' ' -f1)
@@ -19,7 +21,7 @@ dev: $(STAMP)
 	$(BIN)/opencsp-gateway dev
 
 test: $(STAMP) $(DEPLOY_STAMP) tests/node/node_modules/.package-lock.json
-	OPENCSP_DEPLOY_TOOLS_REQUIRED=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	OPENCSP_DEPLOY_TOOLS_REQUIRED=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 $(DEPLOY_STAMP): deploy/requirements-lint.txt
 	$(PYTHON) -m venv $(DEPLOY_VENV)
