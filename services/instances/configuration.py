@@ -18,17 +18,18 @@ from datetime import datetime, timedelta
 from services.auth.principal import SYSTEM
 from services.db.models import InstanceStatus, utcnow
 from services.instances.ports import TaskRunner
+from services.instances.reasons import (
+    CONFIGURATION_FAILED,
+    CONFIGURATION_REJECTED,
+    CONFIGURATION_SUCCEEDED,
+    CONFIGURATION_TIMEOUT,
+)
 from services.instances.records import InstanceRecord
 from services.instances.store import InstanceStore
 from services.semaphore.model import SemaphoreError, SemaphoreRejected, SemaphoreTask
 from services.semaphore.poller import PollTimedOut, TaskPoller
 
 logger = logging.getLogger(__name__)
-
-CONFIGURATION_FAILED = "ConfigurationFailed"
-CONFIGURATION_TIMEOUT = "ConfigurationTimeout"
-CONFIGURATION_REJECTED = "ConfigurationRejected"
-CONFIGURATION_REASONS = frozenset({CONFIGURATION_FAILED, CONFIGURATION_TIMEOUT, CONFIGURATION_REJECTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +175,7 @@ class Configuration:
                 to=InstanceStatus.ACTIVE,
                 allowed_from={InstanceStatus.CONFIGURING},
                 actor=SYSTEM.sub,
-                reason="ConfigurationSucceeded",
+                reason=CONFIGURATION_SUCCEEDED,
                 message=f"Semaphore task {task_id} succeeded",
                 when=owns,
             )
