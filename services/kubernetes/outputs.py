@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 TYPE_SUFFIX: Final = "__type"
+# RFC 1123 labels, at most 253 characters in all: what a VM's name can be, and nothing a peer could
+# smuggle other text in (the hostname is shown to every reader with instance:read:network).
+HOSTNAME: Final = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
+)
 
 
 class OutputsError(ValueError):
@@ -50,6 +57,12 @@ def instance_outputs(outputs: Mapping[str, Any]) -> InstanceOutputs | None:
         return None
     if not isinstance(ip_address, str) or not isinstance(hostname, str):
         raise OutputsError("ip_address and hostname must be string outputs")
+    try:
+        ipaddress.ip_address(ip_address)
+    except ValueError:
+        raise OutputsError(f"ip_address is not an IP address: {ip_address[:100]!r}") from None
+    if not HOSTNAME.match(hostname):
+        raise OutputsError(f"hostname is not a DNS name: {hostname[:100]!r}")
     return InstanceOutputs(ip_address=ip_address, hostname=hostname)
 
 

@@ -185,3 +185,24 @@ async def test_a_kubernetes_api_refusal_leaves_its_body_out_of_the_mutation(
         reasons.TERRAFORM_OBJECT_REJECTED,
     )
     assert payload["instance"]["statusMessage"] == reasons.sentence(reasons.TERRAFORM_OBJECT_REJECTED)
+
+
+async def test_outputs_that_are_not_an_address_and_a_host_name_never_reach_users(
+    gateway: Gateway, peers: Peers
+) -> None:
+    outputs = {"ip_address": "10.20.0.99", "hostname": "vm-on-pve-3 root@pam local-lvm"}
+    peers.controller.behave("smuggler", outputs=outputs)
+    created = await gateway.create_ok("smuggler")
+    await gateway.wait_for_status(created["id"], "FAILED")
+
+    text, body = await read_as(gateway, "user", created["id"], PUBLIC + " ipAddress hostname")
+
+    assert_no_peer_text(text, "the user's instance query")
+    found = body["data"]["instance"]
+    assert (found["statusReason"], found["ipAddress"], found["hostname"]) == (
+        reasons.TERRAFORM_OUTPUTS_INVALID,
+        None,
+        None,
+    )
+    _, body = await read_as(gateway, "operator", created["id"], INTERNAL)
+    assert "vm-on-pve-3 root@pam" in body["data"]["instance"]["statusDetail"]
