@@ -16,6 +16,7 @@ from schema.types import (
 )
 from services.instances.cursor import InvalidCursor
 from services.instances.reading import InstanceFilter as ServiceFilter
+from services.instances.records import InstanceRecord
 
 DEFAULT_EVENTS = 20
 
@@ -61,7 +62,7 @@ async def resolve_instances(
 
 
 async def resolve_events(
-    info: strawberry.Info[Context, None], instance_id: uuid.UUID, *, first: int | None, last: int | None
+    info: strawberry.Info[Context, None], instance: InstanceRecord, *, first: int | None, last: int | None
 ) -> list[InstanceEvent]:
     if first is not None and last is not None:
         raise BadUserInput("give first or last, not both")
@@ -70,10 +71,10 @@ async def resolve_events(
         raise BadUserInput(
             f"{'first' if first is not None else 'last'} must be between 0 and {EVENTS_PER_INSTANCE}"
         )
-    loaders = info.context.loaders
+    loaders, instance_id = info.context.loaders, instance.id
     if first is not None:
         events = (await loaders.oldest_events.load(instance_id))[:count]
     else:
         newest = await loaders.newest_events.load(instance_id)
         events = newest[len(newest) - count :] if count else []
-    return [InstanceEvent.from_record(event) for event in events]
+    return [InstanceEvent.from_record(event, instance.org_id) for event in events]

@@ -11,6 +11,7 @@ from schema.context import Context
 from schema.errors import SUBSCRIPTION_CLOSED, BadUserInput, PublicError
 from schema.types import Instance, InstanceStatusEvent, StatusChangeFilter
 from services.events.hub import StatusUpdate, SubscriptionClosed
+from services.instances.reasons import public_reason
 
 
 class SubscriptionEnded(PublicError):
@@ -25,7 +26,7 @@ def _event(context: Context, update: StatusUpdate) -> InstanceStatusEvent:
         instance=Instance.from_record(update.instance),
         from_status=update.event.from_status,
         to_status=update.event.to_status,
-        reason=update.event.reason,
+        reason=public_reason(update.event.reason),
         at=update.event.at,
         version=update.event.version,
     )

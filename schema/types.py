@@ -13,6 +13,7 @@ from services.catalog import Flavor as FlavorModel
 from services.catalog import Image as ImageModel
 from services.db.models import InstanceStatus as InstanceStatusValue
 from services.instances.reading import Page
+from services.instances.reasons import public_reason, sentence
 from services.instances.records import InstanceEventRecord, InstanceRecord
 
 InstanceStatus = strawberry.enum(
@@ -50,24 +51,36 @@ class Catalog:
     images: list[Image]
 
 
+REASON = "Why: one of the gateway's fixed reasons (`Unrecognized` for one it does not know)."
+MESSAGE = "A fixed sentence for the reason, the same for every instance."
+DETAIL = (
+    "What tofu-controller, Semaphore or the gateway reported, verbatim. Peer text: it may name "
+    "nodes, storage, accounts, template ids and module sources."
+)
+
+
 @strawberry.type(description="One status transition in an instance's history.")
 class InstanceEvent:
     at: datetime
     from_status: InstanceStatus | None  # type: ignore[valid-type]
     to_status: InstanceStatus  # type: ignore[valid-type]
-    reason: str | None
-    message: str | None
+    reason: str | None = strawberry.field(description=REASON)
+    message: str | None = strawberry.field(description=MESSAGE)
+    detail: str | None = strawberry.field(description=DETAIL, directives=requires(INSTANCE_READ_INTERNALS))
     actor: str
+    org_id: strawberry.Private[str]  # the instance's: `@requires` is checked in that org
 
     @classmethod
-    def from_record(cls, record: InstanceEventRecord) -> InstanceEvent:
+    def from_record(cls, record: InstanceEventRecord, org_id: str) -> InstanceEvent:
         return cls(
             at=record.at,
             from_status=record.from_status,
             to_status=record.to_status,
-            reason=record.reason,
-            message=record.message,
+            reason=public_reason(record.reason),
+            message=sentence(record.reason),
+            detail=record.message,
             actor=record.actor,
+            org_id=org_id,
         )
 
 
@@ -112,8 +125,11 @@ class Instance:
     memory_mib: int
     disk_gib: int
     status: InstanceStatus  # type: ignore[valid-type]
-    status_reason: str | None
-    status_message: str | None
+    status_reason: str | None = strawberry.field(description=REASON)
+    status_message: str | None = strawberry.field(description=MESSAGE)
+    status_detail: str | None = strawberry.field(
+        description=DETAIL, directives=requires(INSTANCE_READ_INTERNALS)
+    )
     ip_address: str | None = strawberry.field(directives=requires(INSTANCE_READ_NETWORK))
     hostname: str | None = strawberry.field(directives=requires(INSTANCE_READ_NETWORK))
     node: str | None = strawberry.field(
@@ -155,7 +171,7 @@ class Instance:
     ) -> list[InstanceEvent]:
         from resolvers.instances import resolve_events
 
-        return await resolve_events(info, self.record.id, first=first, last=last)
+        return await resolve_events(info, self.record, first=first, last=last)
 
     @classmethod
     def from_record(cls, record: InstanceRecord) -> Instance:
@@ -172,8 +188,9 @@ class Instance:
             memory_mib=record.memory_mib,
             disk_gib=record.disk_gib,
             status=record.status,
-            status_reason=record.status_reason,
-            status_message=record.status_message,
+            status_reason=public_reason(record.status_reason),
+            status_message=sentence(record.status_reason),
+            status_detail=record.status_message,
             ip_address=record.ip_address,
             hostname=record.hostname,
             node=record.node,
@@ -262,7 +279,10 @@ class CreateInstanceInput:
 
 @strawberry.type(description="What an admin sync found and fixed.")
 class SyncReport:
-    objects_without_rows: list[str] = strawberry.field(description="Terraform objects no instance owns.")
+    objects_without_rows: list[str] | None = strawberry.field(
+        description="Terraform objects no instance owns (their names are the cluster's).",
+        directives=requires(INSTANCE_READ_INTERNALS),
+    )
     rows_without_objects: list[strawberry.ID] = strawberry.field(
         description="Live instances whose Terraform object is missing."
     )
@@ -291,7 +311,7 @@ class InstanceStatusEvent:
     instance: Instance
     from_status: InstanceStatus | None = strawberry.field(name="from")  # type: ignore[valid-type]
     to_status: InstanceStatus = strawberry.field(name="to")  # type: ignore[valid-type]
-    reason: str | None
+    reason: str | None = strawberry.field(description=REASON)
     at: datetime
     version: int
 

@@ -28,6 +28,7 @@ INTERNALS = "instance:read:internals"
 FIELD_PERMISSIONS = {
     "ipAddress": NETWORK,
     "hostname": NETWORK,
+    "statusDetail": INTERNALS,
     "node": INTERNALS,
     "terraform": INTERNALS,
     "semaphoreTask": INTERNALS,
@@ -38,7 +39,9 @@ MUTATION_PERMISSIONS = {
     "retryInstance": "instance:retry",
     "syncInstances": "admin:sync",
 }
-INSTANCE_FIELDS = "name orgId ipAddress hostname node terraform { name exists } semaphoreTask { id }"
+INSTANCE_FIELDS = (
+    "name orgId statusDetail ipAddress hostname node terraform { name exists } semaphoreTask { id }"
+)
 LIST = {"query": f"{{ instances {{ nodes {{ {INSTANCE_FIELDS} }} }} }}"}
 ONE = f"query($id: ID!) {{ instance(id: $id) {{ {INSTANCE_FIELDS} }} }}"
 ME = "{ me { sub name email orgId roles { orgId roles } permissions tokenExpiresAt } }"
@@ -80,14 +83,22 @@ def rows() -> dict[str, dict[str, object]]:
     common = {"terraform_namespace": "opencsp-instances"}
     return {
         "a1": instance_row(
-            1, name="a1", node="pve-1", terraform_name="tf-a1", semaphore_task_id=11, **common
+            1,
+            name="a1",
+            status_reason="ConfigurationSucceeded",
+            status_message="Semaphore task 11 succeeded",
+            node="pve-1",
+            terraform_name="tf-a1",
+            semaphore_task_id=11,
+            **common,
         ),
         "a2": instance_row(
             2,
             name="a2",
             owner_sub="someone-else",
             status=InstanceStatus.FAILED,
-            status_reason="ProvisioningFailed",
+            status_reason="TFExecApplyFailed",
+            status_message="node pve-2 storage local-lvm: clone of template 9000 failed",
             node="pve-2",
             terraform_name="tf-a2",
             semaphore_task_id=12,
@@ -98,7 +109,8 @@ def rows() -> dict[str, dict[str, object]]:
             name="b1",
             org_id="org-b",
             status=InstanceStatus.FAILED,
-            status_reason="ProvisioningFailed",
+            status_reason="TFExecApplyFailed",
+            status_message="node pve-3 storage local-lvm: clone of template 9000 failed",
             node="pve-3",
             terraform_name="tf-b1",
             semaphore_task_id=13,
@@ -120,6 +132,7 @@ def full_view(name: str) -> dict[str, Any]:
     return {
         "name": name,
         "orgId": row["org_id"],
+        "statusDetail": row.get("status_message"),
         "ipAddress": row["ip_address"],
         "hostname": row["hostname"],
         "node": row["node"],
@@ -389,3 +402,52 @@ async def test_a_role_granted_in_another_org_counts_only_there(
     assert (await post(anonymous, guest_user, "{ instances { nodes { name } } }")).json() == {
         "data": {"instances": {"nodes": []}}
     }
+
+
+async def test_peer_text_is_guarded_in_the_org_of_its_instance(
+    anonymous: httpx.AsyncClient, issuer: Issuer, instances: dict[str, str]
+) -> None:
+    # An operator of org-a who is only a viewer in org-b: internals count in org-a, not on org-b's rows.
+    headers = issuer.headers(sub="guest", grants={"org-a": ["operator"], "org-b": ["viewer"]})
+    query = "query($id: ID!) { instance(id: $id) { statusReason statusDetail events { reason detail } } }"
+
+    own = (await post(anonymous, headers, query, id=instances["a2"])).json()
+    other = (await post(anonymous, headers, query, id=instances["b1"])).json()
+
+    assert own == {
+        "data": {
+            "instance": {
+                "statusReason": "TFExecApplyFailed",
+                "statusDetail": rows()["a2"]["status_message"],
+                "events": [{"reason": None, "detail": None}],
+            }
+        }
+    }
+    assert other["data"] == {
+        "instance": {
+            "statusReason": "TFExecApplyFailed",
+            "statusDetail": None,
+            "events": [{"reason": None, "detail": None}],
+        }
+    }
+    assert errors_of(other) == [
+        forbidden(["instance", "events", 0, "detail"], INTERNALS),
+        forbidden(["instance", "statusDetail"], INTERNALS),
+    ]
+
+
+async def test_sync_names_cluster_objects_only_to_internals_readers(
+    make_app: AppFactory, issuer: Issuer, instances: dict[str, str]
+) -> None:
+    policy = {role: sorted(permissions) for role, permissions in DEFAULT_POLICY.items()}
+    policy["syncer"] = ["instance:read", "admin:sync"]
+    app = await make_app(rbac_policy=policy)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        syncer = (await post(client, issuer.headers("syncer"), SYNC)).json()
+        admin = (await post(client, issuer.headers("admin"), SYNC)).json()
+
+    assert syncer["data"]["syncInstances"]["objectsWithoutRows"] is None
+    assert isinstance(syncer["data"]["syncInstances"]["transitions"], int)
+    assert errors_of(syncer) == [forbidden(["syncInstances", "objectsWithoutRows"], INTERNALS)]
+    assert isinstance(admin["data"]["syncInstances"]["objectsWithoutRows"], list)
+    assert "errors" not in admin

@@ -13,7 +13,7 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -68,16 +68,22 @@ class DevIssuer:
         name: str = "Dev User",
         email: str = "dev@localhost",
         role_org: str | None = None,
+        grants: Mapping[str, Iterable[str]] | None = None,
     ) -> str:
         """A signed access token for `sub` of `org`, holding `role` (one, several or none).
 
         Roles are granted in `role_org` (default: the user's own org), which lets tests make a role
-        that counts only in another org.
+        that counts only in another org. `grants` (org → roles) replaces both: different roles in
+        different orgs, as ZITADEL grants them.
         """
         org_id = org or self.org_id
-        roles = [role] if isinstance(role, str) else list(role or ())
-        grant_org = role_org or org_id
-        roles_claim = {name_: {grant_org: self.org_domain} for name_ in roles}
+        if grants is None:
+            roles = [role] if isinstance(role, str) else list(role or ())
+            grants = {role_org or org_id: roles}
+        roles_claim: dict[str, dict[str, str]] = {}
+        for grant_org, granted in grants.items():
+            for name_ in granted:
+                roles_claim.setdefault(name_, {})[grant_org] = self.org_domain
         now = int(self._clock())
         seconds = int(ttl.total_seconds()) if isinstance(ttl, timedelta) else int(ttl)
         claims: dict[str, Any] = {

@@ -18,6 +18,13 @@ from datetime import datetime, timedelta
 from services.auth.principal import SYSTEM
 from services.db.models import InstanceStatus, utcnow
 from services.instances.ports import TaskRunner
+from services.instances.reasons import (
+    CONFIGURATION_FAILED,
+    CONFIGURATION_REJECTED,
+    CONFIGURATION_SUCCEEDED,
+    CONFIGURATION_TIMEOUT,
+    INVALID_OUTPUTS,
+)
 from services.instances.records import InstanceRecord
 from services.instances.store import InstanceStore
 from services.kubernetes.outputs import InvalidOutputs, Network, checked_outputs
@@ -25,14 +32,6 @@ from services.semaphore.model import SemaphoreError, SemaphoreRejected, Semaphor
 from services.semaphore.poller import PollTimedOut, TaskPoller
 
 logger = logging.getLogger(__name__)
-
-CONFIGURATION_FAILED = "ConfigurationFailed"
-CONFIGURATION_TIMEOUT = "ConfigurationTimeout"
-CONFIGURATION_REJECTED = "ConfigurationRejected"
-CONFIGURATION_REASONS = frozenset({CONFIGURATION_FAILED, CONFIGURATION_TIMEOUT, CONFIGURATION_REJECTED})
-# The outputs Secret's address or hostname is not one to hand to Ansible (set by provisioning, and here
-# for a row whose outputs were stored before they were checked). A retry provisions again.
-INVALID_OUTPUTS = "InvalidOutputs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +178,7 @@ class Configuration:
                 to=InstanceStatus.ACTIVE,
                 allowed_from={InstanceStatus.CONFIGURING},
                 actor=SYSTEM.sub,
-                reason="ConfigurationSucceeded",
+                reason=CONFIGURATION_SUCCEEDED,
                 message=f"Semaphore task {task_id} succeeded",
                 when=owns,
             )

@@ -12,10 +12,11 @@ from services.auth.principal import Principal
 from services.catalog import Catalog
 from services.db.models import InstanceStatus
 from services.instances.access import may_delete, may_retry, visibility_of
-from services.instances.configuration import CONFIGURATION_REASONS, Configuration
+from services.instances.configuration import Configuration
 from services.instances.policy import CreateRequest, UserError, validate_create
 from services.instances.ports import Cluster
 from services.instances.provisioning import Provisioning
+from services.instances.reasons import CONFIGURATION_REASONS, DELETE_REQUESTED, RETRY_REQUESTED
 from services.instances.records import InstanceRecord
 from services.instances.store import Inserted, InstanceStore, NameTaken, Quota, QuotaExceeded
 from services.kubernetes.cluster import ClusterError
@@ -134,7 +135,7 @@ class Lifecycle:
             to=InstanceStatus.DELETING,
             allowed_from=set(InstanceStatus) - {InstanceStatus.DELETING, InstanceStatus.DELETED},
             actor=principal.sub,
-            reason="DeleteRequested",
+            reason=DELETE_REQUESTED,
         )
         if deleting is not None:
             self.configuration.stop(instance_id)
@@ -159,7 +160,7 @@ class Lifecycle:
             to=InstanceStatus.CONFIGURING if configure_only else InstanceStatus.PENDING,
             allowed_from={InstanceStatus.FAILED},
             actor=principal.sub,
-            reason="RetryRequested",
+            reason=RETRY_REQUESTED,
             changes={"semaphore_task_id": None},
             expected_version=record.version,
         )

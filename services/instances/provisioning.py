@@ -17,7 +17,8 @@ from typing import Any
 from services.auth.principal import SYSTEM
 from services.catalog import Catalog
 from services.db.models import InstanceStatus
-from services.instances.configuration import INVALID_OUTPUTS, Configuration
+from services.instances import reasons
+from services.instances.configuration import Configuration
 from services.instances.ports import Cluster
 from services.instances.records import InstanceRecord
 from services.instances.store import InstanceStore
@@ -36,9 +37,6 @@ from services.kubernetes.terraform_object import (
 logger = logging.getLogger(__name__)
 
 EARLY = {InstanceStatus.PENDING, InstanceStatus.PROVISIONING}
-OBJECT_DELETED = "TerraformObjectDeleted"
-OBJECT_REJECTED = "TerraformObjectRejected"
-OUTPUTS_MALFORMED = "TerraformOutputsInvalid"  # the Secret does not decode to string outputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +106,7 @@ class Provisioning:
                     to=InstanceStatus.FAILED,
                     allowed_from=EARLY,
                     actor=SYSTEM.sub,
-                    reason=OBJECT_REJECTED,
+                    reason=reasons.TERRAFORM_OBJECT_REJECTED,
                     message=f"the cluster refused the Terraform object ({error.status})",
                 )
             else:
@@ -168,25 +166,29 @@ class Provisioning:
         signal = signal_of(obj)
         if signal.deleting or record.status not in EARLY:
             return
+        # The condition's reason and message are tofu-controller's words: only a reason of the table is
+        # recorded as such; the rest, and the message, are kept as the detail operators read.
         if signal.phase is TerraformPhase.PROVISIONING:
+            reason, replaced = reasons.provisioning_reason(signal.reason)
             await self._store.transition(
                 record.id,
                 to=InstanceStatus.PROVISIONING,
                 allowed_from={InstanceStatus.PENDING},
                 actor=SYSTEM.sub,
-                reason=signal.reason or "Progressing",
-                message=signal.message,
+                reason=reason,
+                message=reasons.detail(signal.message, replaced),
             )
         elif signal.phase is TerraformPhase.READY:
             await self._ready(record, obj)
         elif await self._is_news(record, obj):
+            reason, replaced = reasons.failure_reason(signal.reason)
             await self._store.transition(
                 record.id,
                 to=InstanceStatus.FAILED,
                 allowed_from=EARLY,
                 actor=SYSTEM.sub,
-                reason=signal.reason or "TerraformFailed",
-                message=signal.message,
+                reason=reason,
+                message=reasons.detail(signal.message, replaced),
             )
 
     async def object_gone(self, record: InstanceRecord) -> None:
@@ -196,7 +198,7 @@ class Provisioning:
                 to=InstanceStatus.DELETED,
                 allowed_from={InstanceStatus.DELETING},
                 actor=SYSTEM.sub,
-                reason="TerraformDestroyed",
+                reason=reasons.TERRAFORM_DESTROYED,
                 message="the Terraform object and its resources are gone",
             )
             return
@@ -208,7 +210,7 @@ class Provisioning:
                 s for s in InstanceStatus if s not in (InstanceStatus.DELETING, InstanceStatus.DELETED)
             },
             actor=SYSTEM.sub,
-            reason=OBJECT_DELETED,
+            reason=reasons.TERRAFORM_OBJECT_DELETED,
             message="the Terraform object was deleted outside the gateway; its virtual machine is destroyed",
         )
 
@@ -222,12 +224,14 @@ class Provisioning:
             )
         except OutputsError as error:
             # Nothing of a refused Secret is stored: the row keeps no address, so no task can use it.
+            refused = isinstance(error, InvalidOutputs)
+            reason = reasons.INVALID_OUTPUTS if refused else reasons.TERRAFORM_OUTPUTS_INVALID
             await self._store.transition(
                 record.id,
                 to=InstanceStatus.FAILED,
                 allowed_from=EARLY,
                 actor=SYSTEM.sub,
-                reason=INVALID_OUTPUTS if isinstance(error, InvalidOutputs) else OUTPUTS_MALFORMED,
+                reason=reason,
                 message=str(error),
             )
             return
@@ -235,13 +239,14 @@ class Provisioning:
             # Ready before the Secret is readable; the Secret's write is followed by another event.
             logger.info("instance %s is ready but its outputs are not written yet", record.id)
             return
+        reason, replaced = reasons.ready_reason(signal_of(obj).reason)
         configuring = await self._store.transition(
             record.id,
             to=InstanceStatus.CONFIGURING,
             allowed_from=EARLY,
             actor=SYSTEM.sub,
-            reason=str(signal_of(obj).reason or "TerraformOutputsWritten"),
-            message="infrastructure is ready; starting post-provisioning",
+            reason=reason,
+            message=reasons.detail("infrastructure is ready; starting post-provisioning", replaced),
             changes={
                 "ip_address": found.ip_address,
                 "hostname": found.hostname,

@@ -168,3 +168,31 @@ def test_instance_outputs_checks_what_it_returns() -> None:
     found = instance_outputs({"ip_address": "10.20.0.1", "hostname": "h"}, NETWORKS)
     assert found is not None
     assert (found.ip_address, found.hostname) == ("10.20.0.1", "h")
+
+
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        {"ip_address": "node pve-3 root@pam", "hostname": "web-1"},
+        {"ip_address": "10.0.0.1; storage local-lvm", "hostname": "web-1"},
+        {"ip_address": "10.0.0.1", "hostname": "web-1 (on pve-3, root@pam)"},
+        {"ip_address": "10.0.0.1", "hostname": "-web"},
+        {"ip_address": "10.0.0.1", "hostname": "web-1.lab\nroot@pam"},
+        {"ip_address": "10.0.0.1", "hostname": "a" * 64},
+    ],
+)
+def test_outputs_must_be_an_address_and_a_host_name(outputs: dict[str, str]) -> None:
+    """Both are peer-written and shown to every reader with instance:read:network: nothing else fits."""
+    with pytest.raises(OutputsError):
+        instance_outputs(outputs)
+
+
+def test_addresses_and_host_names_pass() -> None:
+    for ip_address, hostname in (
+        ("10.0.0.1", "web-1"),
+        ("fd00::7", "web-1.lab.internal"),
+        ("10.0.0.1", "W1"),
+    ):
+        assert instance_outputs({"ip_address": ip_address, "hostname": hostname}) == InstanceOutputs(
+            ip_address, hostname
+        )

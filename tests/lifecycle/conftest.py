@@ -45,6 +45,8 @@ INSTANCE_FIELDS = """
     id name status statusReason statusMessage ipAddress hostname version deletedAt activeAt
     events(last: 50) { fromStatus toStatus reason message actor }
 """
+# What an admin polls: the public fields and the peer's raw text (internals).
+ADMIN_FIELDS = INSTANCE_FIELDS + " statusDetail"
 
 
 # -- the test-side tofu-controller -------------------------------------------------------------------
@@ -283,7 +285,7 @@ class Gateway:
     async def retry(self, instance_id: str) -> dict[str, Any]:
         return await self.mutate("retryInstance", instance_id, role="operator")
 
-    async def instance(self, instance_id: str, fields: str = INSTANCE_FIELDS) -> dict[str, Any] | None:
+    async def instance(self, instance_id: str, fields: str = ADMIN_FIELDS) -> dict[str, Any] | None:
         data = await self.gql(
             f"query($id: ID!) {{ instance(id: $id) {{ {fields} }} }}", {"id": instance_id}, role="admin"
         )
@@ -293,7 +295,7 @@ class Gateway:
     async def wait_for_status(self, instance_id: str, status: str, timeout: float = 10.0) -> dict[str, Any]:
         """Poll over GraphQL until the instance is in `status`; fail with the last state seen."""
         return await self.wait_for(
-            instance_id, INSTANCE_FIELDS, lambda i: i["status"] == status, timeout, f"reach {status}"
+            instance_id, ADMIN_FIELDS, lambda i: i["status"] == status, timeout, f"reach {status}"
         )
 
     async def wait_for(

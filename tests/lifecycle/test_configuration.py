@@ -21,7 +21,7 @@ async def test_a_task_that_does_not_succeed_fails_the_instance(gateway: Gateway,
     for end, instance in ends.items():
         failed = await gateway.wait_for_status(instance["id"], "FAILED")
         assert failed["statusReason"] == "ConfigurationFailed"
-        assert end in failed["statusMessage"]
+        assert end in failed["statusDetail"]
         assert failed["ipAddress"] == peers.controller.outputs_for(instance["name"])["ip_address"]
         assert len(peers.semaphore.starts(instance_id=instance["id"])) == 1
 

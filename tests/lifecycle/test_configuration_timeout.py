@@ -25,4 +25,4 @@ async def test_a_task_that_never_ends_times_out(start_gateway: GatewayFactory, p
 
     assert failed["statusReason"] == "ConfigurationTimeout"
     [task] = peers.semaphore.starts(instance_id=created["id"])
-    assert str(task.id) in failed["statusMessage"]
+    assert str(task.id) in failed["statusDetail"]

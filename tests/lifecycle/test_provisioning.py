@@ -15,7 +15,8 @@ async def test_a_failed_apply_fails_the_instance_and_retry_reconciles_the_object
     failed = await gateway.wait_for_status(created["id"], "FAILED")
 
     assert failed["statusReason"] == "TFExecApplyFailed"
-    assert failed["statusMessage"] == "proxmox: no space left on storage"
+    assert failed["statusMessage"] == "Provisioning the virtual machine failed."
+    assert failed["statusDetail"] == "proxmox: no space left on storage"
     assert peers.semaphore.starts(instance_id=created["id"]) == []
     obj = peers.terraform(created["id"])
     assert obj is not None

@@ -64,6 +64,7 @@ class _Fault:
     method: str | None
     remaining: int
     code: int
+    message: str = "an injected fault"
 
 
 class KubeApiEmulator(KubeStore):
@@ -132,9 +133,18 @@ class KubeApiEmulator(KubeStore):
     def emit_bookmark(self) -> None:
         self._broadcast(("BOOKMARK", self._rv))
 
-    def fail_next(self, count: int, *, path: str, method: str | None = None, code: int = 500) -> None:
-        """The next `count` requests on exactly `path` (and `method`, if given) answer `code`."""
-        self._faults.append(_Fault(path, method, count, code))
+    def fail_next(
+        self,
+        count: int,
+        *,
+        path: str,
+        method: str | None = None,
+        code: int = 500,
+        message: str = "an injected fault",
+    ) -> None:
+        """The next `count` requests on exactly `path` (and `method`, if given) answer `code`, with
+        `message` in the Status body as the API server writes an admission or validation error."""
+        self._faults.append(_Fault(path, method, count, code, message))
 
     @staticmethod
     def collection_path(resource: Resource, namespace: str) -> str:
@@ -223,7 +233,7 @@ class KubeApiEmulator(KubeStore):
         for fault in self._faults:
             if fault.remaining > 0 and fault.path == path and fault.method in (None, method):
                 fault.remaining -= 1
-                raise ApiError(fault.code, "InternalError", "an injected fault")
+                raise ApiError(fault.code, "InternalError", fault.message)
         m = _PATH.match(path)
         resource = (
             RESOURCES.get(("v1" if m["core"] else f"{m['group']}/{m['version']}", m["plural"])) if m else None

@@ -163,6 +163,7 @@ class _Fault:
     status: int | None  # None: hang
     route: str | None
     after_work: bool
+    message: str = "injected fault"
 
 
 class _Answered(Exception):
@@ -209,13 +210,20 @@ class SemaphoreEmulator:
     # -- test controls --------------------------------------------------------------------------
 
     def fail_next(
-        self, count: int = 1, *, status: int = 500, route: str | None = None, after_work: bool = False
+        self,
+        count: int = 1,
+        *,
+        status: int = 500,
+        route: str | None = None,
+        after_work: bool = False,
+        message: str = "injected fault",
     ) -> None:
-        """The next ``count`` requests (of ``route``: start, list, last, get, output) answer ``status``.
+        """The next ``count`` requests (of ``route``: start, list, last, get, output) answer ``status``
+        with Semaphore's error body, ``{"error": message}``.
 
         ``after_work`` lets a start create its task first, as a server that fails while answering.
         """
-        self._faults.append(_Fault(count, status, route, after_work))
+        self._faults.append(_Fault(count, status, route, after_work, message))
 
     def hang_next(self, count: int = 1, *, route: str | None = None, after_work: bool = False) -> None:
         """The next ``count`` requests never get an answer (until the server stops)."""
@@ -292,7 +300,7 @@ class SemaphoreEmulator:
                 if fault.status is None:
                     await self._release.wait()
                     raise _Answered(Response(status_code=503))
-                raise _Answered(_error(fault.status, "injected fault"))
+                raise _Answered(_error(fault.status, fault.message))
 
     async def _handle(self, request: Request, route: str) -> Response:
         record = RecordedRequest(
