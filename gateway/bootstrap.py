@@ -146,7 +146,7 @@ async def build_runtime(
         instances=InstanceReader(make_sessionmaker(engine)),
         lifecycle=lifecycle,
         internals=Internals(provisioning, configuration),
-        hub=Hub(bus, store.get, mailbox_limit=settings.subscription_backlog_limit),
+        hub=Hub(bus, store.recorded_change, mailbox_limit=settings.subscription_backlog_limit),
         page_limits=PageLimits(default=settings.default_page_size, maximum=settings.max_page_size),
     )
     verifier = TokenVerifier(
