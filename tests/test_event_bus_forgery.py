@@ -15,16 +15,19 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import create_app
 from gateway.bootstrap import Runtime
-from services.db.models import InstanceEvent
+from services.db.models import InstanceEvent, InstanceStatus
 from services.events.postgres_bus import CHANNEL, PostgresBus
+from services.instances.store import InstanceStore
 from tests.conftest import Issuer
 from tests.support.databases import postgres_database
 from tests.support.documents import CHANGES, CREATE
 from tests.support.servers import serve
+from tests.test_event_bus import listening, next_event, pending_instance, step
 from tests.test_subscriptions import eventually, open_transport_ws, receive
 
 pytestmark = pytest.mark.postgres
@@ -128,3 +131,41 @@ async def test_a_forged_notify_reaches_nobody_who_may_not_see_the_instance(
         finally:
             await org_b.close()
             await org_a.close()
+
+
+async def test_a_forged_guess_of_the_next_event_id_does_not_shadow_the_real_change(
+    engine: AsyncEngine,
+) -> None:
+    bus = PostgresBus(engine)
+    store = InstanceStore(engine, bus)
+    instance_id = await pending_instance(engine)
+    async with listening(bus) as received:
+        async with engine.connect() as connection:
+            taken = (
+                await connection.execute(
+                    text("SELECT nextval(pg_get_serial_sequence('instance_events', 'id'))")
+                )
+            ).scalar_one()
+        guess = taken + 1  # the id the next recorded change gets
+        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        forger = await asyncpg.connect(dsn)
+        try:
+            payload = {
+                "e": guess,
+                "i": str(instance_id),
+                "o": "org-a",
+                "s": "user-1",
+                "f": "PENDING",
+                "t": "PROVISIONING",
+                "r": "forged",
+                "a": datetime.now(UTC).isoformat(),
+                "v": 2,
+            }
+            await forger.execute("SELECT pg_notify($1, $2)", CHANNEL, json.dumps(payload))
+        finally:
+            await forger.close()
+        hint = await next_event(received)  # the bus passes hints on; the hub checks them
+        assert (hint.event_id, hint.reason) == (guess, "forged")
+        await step(store, instance_id, InstanceStatus.PROVISIONING)
+        real = await next_event(received)
+        assert (real.event_id, real.reason, real.to_status) == (guess, "ok", InstanceStatus.PROVISIONING)
