@@ -14,7 +14,7 @@ from starlette.websockets import WebSocket
 from gateway.authn import CHALLENGE, IssuerUnavailable, Unauthenticated, authenticate
 from gateway.bootstrap import Runtime, document_limits
 from gateway.graphql_http import GraphQLHTTP, GraphQLRequest, RequestError
-from gateway.health import Check, database_check, healthz, readyz
+from gateway.health import healthz, readyz
 from gateway.introspection import is_introspection_only
 from gateway.observability import Observability
 from gateway.observability.logs import bind_sub
@@ -22,13 +22,15 @@ from gateway.webhooks import semaphore_webhook
 from gateway.websocket import GraphQLWebSocket
 from schema.build import build_schema
 from schema.context import Context
-from services.events.postgres_bus import PostgresBus
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool = True) -> Starlette:
-    """`own_runtime`: the app starts the runtime's background work and closes it at shutdown."""
+    """`own_runtime`: the app starts the runtime's background work and closes it at shutdown.
+
+    `/metrics` is not among its routes: `app.state.metrics_app` (None with metrics off) serves it, on the
+    port `gateway.serving` gives it."""
     settings = runtime.settings
     observability = Observability.create(settings)
     schema = build_schema(
@@ -80,29 +82,12 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
                 await runtime.aclose()
             observability.shutdown()
 
-    async def jwks_loaded() -> bool:
-        return runtime.keys.loaded or await runtime.keys.refresh()
-
-    async def watch_connected() -> bool:
-        return not own_runtime or not background or runtime.lifecycle.watch_health.connected
-
-    async def events_listening() -> bool:
-        # Only a running runtime listens; with PostgreSQL its LISTEN connection must be up.
-        return not own_runtime or not isinstance(runtime.bus, PostgresBus) or runtime.bus.connected
-
-    checks: dict[str, Check] = {
-        "database": database_check(runtime.engine),
-        "jwks": jwks_loaded,
-        "cluster_watch": watch_connected,
-        "events": events_listening,
-    }
     routes = [
         Route("/graphql", graphql_http.handle, methods=ALL_METHODS),
         WebSocketRoute("/graphql", graphql_ws),
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz(checks), methods=["GET"]),
+        Route("/readyz", readyz(runtime.readiness), methods=["GET"]),
         Route("/webhooks/semaphore", semaphore_webhook(runtime), methods=["POST"]),
-        *observability.routes(),
     ]
     if runtime.dev_issuer is not None:
         issuer = runtime.dev_issuer
@@ -116,4 +101,6 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
     app.state.runtime = runtime
     app.state.schema = schema
     app.state.observability = observability
+    # Served on its own port (gateway.serving): unauthenticated, so never reachable where tenants are.
+    app.state.metrics_app = observability.metrics_app()
     return app

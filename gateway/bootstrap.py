@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.health import Readiness, database_check
 from gateway.settings import DEV_DIR, Settings
 from schema.limits import DocumentLimits
 from services.auth.dev_issuer import DevIssuer
@@ -50,17 +51,44 @@ class Runtime:
     cluster: Cluster
     runner: TaskRunner
     dev_issuer: DevIssuer | None = None
+    readiness: Readiness = field(init=False, repr=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
+    _listening: bool = field(default=False, repr=False)
+    _watching: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.readiness = Readiness(
+            {
+                "database": database_check(self.engine),
+                "jwks": self._keys_loaded,
+                "cluster_watch": self._watch_connected,
+                "events": self._events_listening,
+            }
+        )
 
     @property
     def lifecycle(self) -> Lifecycle:
         return self.services.lifecycle
+
+    # Readiness reads state the background tasks keep; none of these checks reaches a peer.
+    async def _keys_loaded(self) -> bool:
+        return self.keys.loaded
+
+    async def _watch_connected(self) -> bool:
+        return not self._watching or self.lifecycle.watch_health.connected
+
+    async def _events_listening(self) -> bool:
+        # Only a started runtime listens; with PostgreSQL its LISTEN connection must be up.
+        return not self._listening or not isinstance(self.bus, PostgresBus) or self.bus.connected
 
     async def start(self, *, background: bool = True) -> None:
         """Load keys, start fanning out events, settle what a previous process left unfinished, then
         watch and reconcile."""
         await self.keys.refresh()
         self._tasks.append(asyncio.create_task(self.services.hub.run(), name="event hub"))
+        self._listening = True
+        # Keeps /readyz's answer, and retries loading the issuer's keys (rate-limited) if start-up could not.
+        self._tasks.append(asyncio.create_task(self.readiness.run(self.keys.load_if_due), name="readiness"))
         if isinstance(self.bus, PostgresBus):
             try:
                 await asyncio.wait_for(self.bus.wait_listening(), timeout=10)
@@ -72,6 +100,7 @@ class Runtime:
             logger.exception("start-up reconcile failed; the periodic reconcile will retry")
         if background:
             self._tasks.append(asyncio.create_task(self.lifecycle.run(), name="lifecycle"))
+            self._watching = True
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -80,6 +109,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self._listening = self._watching = False
         await self.lifecycle.close()
         await self.cluster.close()
         await self.runner.aclose()
@@ -148,7 +178,7 @@ async def build_runtime(
         instances=InstanceReader(make_sessionmaker(engine)),
         lifecycle=lifecycle,
         internals=Internals(provisioning, configuration),
-        hub=Hub(bus, store.get, mailbox_limit=settings.subscription_backlog_limit),
+        hub=Hub(bus, store.recorded_change, mailbox_limit=settings.subscription_backlog_limit),
         page_limits=PageLimits(default=settings.default_page_size, maximum=settings.max_page_size),
     )
     verifier = TokenVerifier(

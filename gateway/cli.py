@@ -8,8 +8,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-import uvicorn
-
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.startup import StartupError, check_revision, migrate
 from services.kubernetes.cluster import ClusterError
@@ -26,10 +24,16 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the API (the database must be migrated)")
     serve.add_argument("--host", help="address to listen on (default: OPENCSP_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (default: OPENCSP_PORT)")
+    serve.add_argument(
+        "--metrics-port", type=int, help="port /metrics listens on (default: OPENCSP_METRICS_PORT)"
+    )
     commands.add_parser("migrate", help="bring the database schema to the newest revision")
     dev = commands.add_parser("dev", help="run everything on this machine: SQLite, simulated backends")
     dev.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     dev.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    dev.add_argument(
+        "--metrics-port", type=int, help="port /metrics listens on (default: OPENCSP_METRICS_PORT, 9464)"
+    )
     commands.add_parser("schema", help="print the GraphQL schema (SDL)")
     token = commands.add_parser("token", help="print a token of dev mode's local issuer")
     token.add_argument("--role", default="admin", help="viewer, user, operator or admin (default: admin)")
@@ -51,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             asyncio.run(migrate(settings))
             print("database is at the newest revision")
         elif args.command == "serve":
-            overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+            given = (("host", args.host), ("port", args.port), ("metrics_port", args.metrics_port))
+            overrides = {k: v for k, v in given if v is not None}
             settings = load_settings(**overrides)
             serve(settings)
         elif args.command == "token":
@@ -66,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command == "dev":
             from gateway.dev import run_dev
 
-            run_dev(host=args.host, port=args.port)
+            run_dev(host=args.host, port=args.port, metrics_port=args.metrics_port)
     except (SettingsError, StartupError) as exc:
         fail(str(exc))
 
@@ -80,10 +85,12 @@ def serve(settings: Settings) -> None:
 
 
 def run_server(settings: Settings) -> None:
-    """Build the runtime and serve it on one event loop, so pools and clients live where they are used."""
+    """Build the runtime and serve it (and /metrics, on its own port) on one event loop, so pools and
+    clients live where they are used."""
     from gateway.app import create_app
     from gateway.bootstrap import build_runtime
     from gateway.observability.logs import configure_logging
+    from gateway.serving import serve_all, servers
 
     configure_logging(format=settings.logs_as, level=settings.log_level)
 
@@ -93,19 +100,7 @@ def run_server(settings: Settings) -> None:
         except ClusterError as error:
             raise StartupError(str(error)) from None
         app = create_app(runtime)
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-            log_config=None,  # uvicorn's loggers go through ours (configure_logging above)
-            proxy_headers=True,
-            lifespan="on",
-            ws=settings.websocket_implementation,
-            ws_max_size=settings.max_body_bytes,  # a websocket message is a request body too
-            ws_per_message_deflate=False,
-        )
-        await uvicorn.Server(config).serve()
+        await serve_all(servers(app, settings))
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(main())

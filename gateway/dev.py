@@ -25,14 +25,20 @@ def dev_settings(**overrides: object) -> Settings:
     return settings
 
 
-def run_dev(*, host: str, port: int) -> None:
+def run_dev(*, host: str, port: int, metrics_port: int | None = None) -> None:
     from gateway.cli import run_server
 
     os.makedirs(DEV_DIR, exist_ok=True)
-    settings = dev_settings(host=host, port=port)
+    overrides: dict[str, object] = {"host": host, "port": port}
+    if metrics_port is not None:
+        overrides["metrics_port"] = metrics_port
+    settings = dev_settings(**overrides)
     asyncio.run(migrate(settings))
-    url = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}/graphql"  # noqa: S104
-    print(f"\nOpenCSP Gateway (dev mode) — GraphiQL: {url}\n", flush=True)
+    base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}"  # noqa: S104
+    print(f"\nOpenCSP Gateway (dev mode) — GraphiQL: {base}:{port}/graphql", flush=True)
+    if settings.metrics:
+        print(f"Prometheus metrics: {base}:{settings.metrics_port}/metrics", flush=True)
+    print(flush=True)
     print_tokens(settings)
     run_server(settings)
 

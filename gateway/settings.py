@@ -101,8 +101,10 @@ class Settings(BaseSettings):
     dev_fail_provisioning_prefix: str = "fail-prov"
     dev_fail_configuring_prefix: str = "fail-conf"
 
-    # Observability: Prometheus at /metrics (unauthenticated), logs, OTLP/HTTP traces when an endpoint is set.
+    # Observability: Prometheus at /metrics on a port of its own (unauthenticated, so never the public
+    # one), logs, OTLP/HTTP traces when an endpoint is set.
     metrics: bool = True
+    metrics_port: int = Field(default=9464, ge=1, le=65535)
     log_format: Literal["json", "text"] | None = None  # None: text in dev mode, json otherwise
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     otlp_endpoint: str | None = None  # the collector's base URL, e.g. http://otel-collector:4318
@@ -169,6 +171,8 @@ class Settings(BaseSettings):
     def _coherent(self) -> Settings:
         if self.default_page_size > self.max_page_size:
             raise ValueError("default_page_size must not exceed max_page_size")
+        if self.metrics and self.metrics_port == self.port:
+            raise ValueError("metrics_port must differ from port: /metrics is never on the public port")
         for label, items in (("flavors", self.flavors), ("images", self.images)):
             names = [item.name for item in items]
             if not names:

@@ -1,4 +1,4 @@
-"""Live status changes, filtered by the subscriber's row-level rules before anything is read."""
+"""Live status changes: the hub re-reads each change and applies the subscriber's row-level rules to it."""
 
 from __future__ import annotations
 

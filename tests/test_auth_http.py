@@ -21,6 +21,7 @@ import orjson
 import pytest
 from joserfc import jwk, jwt
 
+from gateway.bootstrap import Runtime
 from services.auth.dev_issuer import load_or_create_key
 from tests.auth.conftest import b64, raw_token
 from tests.conftest import AppFactory, Issuer
@@ -283,7 +284,9 @@ async def test_401_comes_before_any_graphql_work(anonymous: httpx.AsyncClient) -
         assert_unauthenticated(response, "a bearer token is required", f"{method} {options}")
 
 
-async def test_public_endpoints_need_no_token(anonymous: httpx.AsyncClient) -> None:
+async def test_public_endpoints_need_no_token(anonymous: httpx.AsyncClient, runtime: Runtime) -> None:
+    # Start-up loads the issuer's keys (a probe never fetches them); this app's runtime was not started.
+    assert await runtime.keys.refresh()
     page = await anonymous.get("/graphql", headers={"Accept": "text/html"})
     assert page.status_code == 200
     assert "graphiql" in page.text.lower()

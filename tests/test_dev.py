@@ -33,11 +33,17 @@ def dev_token(cwd: Path, role: str) -> str:
 
 
 @pytest.fixture
-def dev_server(tmp_path: Path) -> Iterator[str]:
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def dev_server(tmp_path: Path, metrics_port: int) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCSP_")}
+    command = ["dev", "--port", str(port), "--metrics-port", str(metrics_port)]
     process = subprocess.Popen(
-        [sys.executable, "-c", "from gateway.cli import main; main()", "dev", "--port", str(port)],
+        [sys.executable, "-c", "from gateway.cli import main; main()", *command],
         cwd=tmp_path,
         env={**env, "PYTHONPATH": str(ROOT), "OPENCSP_DEV_STEP_SECONDS": "0.05"},
         stdout=subprocess.PIPE,
@@ -80,6 +86,14 @@ def test_dev_serves_graphiql_and_answers_the_catalog(dev_server: str, tmp_path: 
         "data": {"catalog": {"flavors": [{"name": n} for n in ("small", "medium", "large", "xlarge")]}}
     }
     assert httpx.get(f"{dev_server}/readyz").json()["status"] == "ready"
+
+
+def test_dev_serves_metrics_on_their_own_port(dev_server: str, metrics_port: int) -> None:
+    assert httpx.get(f"{dev_server}/metrics").status_code == 404
+    scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert scrape.status_code == 200
+    assert scrape.headers["content-type"].startswith("text/plain")
+    assert "opencsp_http_requests_total" in scrape.text
 
 
 def graphql(base: str, token: str, query: str, **variables: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -20,9 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.db.models import InstanceStatus
 from services.events.bus import EventBus, InProcessBus
-from services.events.hub import Hub, SubscriptionClosed
+from services.events.hub import Hub, Mailbox, StatusUpdate, SubscriptionClosed
 from services.events.model import StatusChanged
 from services.events.postgres_bus import APPLICATION_NAME, PostgresBus
+from services.instances.records import InstanceRecord
 from services.instances.store import InstanceStore
 from services.instances.visibility import Visibility
 from tests.support.factories import insert_instances, instance_row
@@ -224,7 +226,7 @@ def _event(n: int) -> StatusChanged:
 async def test_subscribers_learn_when_their_hub_lost_changes() -> None:
     bus = InProcessBus(queue_size=3)
 
-    async def read(_: uuid.UUID) -> None:
+    async def read(_: int, __: uuid.UUID) -> None:
         return None
 
     hub = Hub(bus, read)
@@ -241,3 +243,91 @@ async def test_subscribers_learn_when_their_hub_lost_changes() -> None:
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running
+
+
+# Who receives a change: decided from the re-read record, never from what the bus carried.
+
+
+def _record(instance_id: uuid.UUID, org: str, owner: str, status: InstanceStatus) -> InstanceRecord:
+    now = datetime.now(UTC)
+    return InstanceRecord(
+        id=instance_id, name=f"vm-{org}", description="", org_id=org, owner_sub=owner, owner_name=owner,
+        flavor="small", image="debian-12", cpu=1, memory_mib=1024, disk_gib=10, ssh_public_key=None,
+        status=status, status_reason=None, status_message=None, ip_address=None, hostname=None, node=None,
+        terraform_name=None, terraform_namespace=None, semaphore_task_id=None, created_at=now,
+        updated_at=now, active_at=None, deleted_at=None, version=2,
+    )  # fmt: skip
+
+
+async def _next(mailbox: Mailbox) -> StatusUpdate:
+    return await asyncio.wait_for(anext(aiter(mailbox)), timeout=5)
+
+
+async def test_recipients_come_from_the_re_read_record_not_the_event() -> None:
+    org_a_vm, org_b_vm, unknown = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    stored = {
+        (1, org_a_vm): _record(org_a_vm, "org-a", "alice", InstanceStatus.PROVISIONING),
+        (2, org_b_vm): _record(org_b_vm, "org-b", "bob", InstanceStatus.PENDING),
+    }
+    reads: list[tuple[int, uuid.UUID]] = []
+
+    async def read(event_id: int, instance_id: uuid.UUID) -> tuple[InstanceRecord, StatusChanged] | None:
+        reads.append((event_id, instance_id))
+        record = stored.get((event_id, instance_id))
+        if record is None:
+            return None
+        change = StatusChanged(
+            instance_id=instance_id, org_id=record.org_id, owner_sub=record.owner_sub,
+            from_status=InstanceStatus.PENDING, to_status=record.status, reason="stored",
+            at=record.updated_at, version=record.version, event_id=event_id,
+        )  # fmt: skip
+        return record, change
+
+    def forged(event_id: int, instance_id: uuid.UUID) -> StatusChanged:
+        """What a NOTIFY by anyone with a database login can say: org B's, DELETED, version 99."""
+        return replace(
+            _event(event_id),
+            instance_id=instance_id,
+            org_id="org-b",
+            owner_sub="bob",
+            to_status=InstanceStatus.DELETED,
+            reason="forged",
+            version=99,
+        )
+
+    hub = Hub(InProcessBus(), read)
+    with (
+        hub.subscribe(Visibility(org_ids=frozenset({"org-b"}))) as org_b,
+        hub.subscribe(Visibility(owner_sub="bob", owner_org="org-b")) as bob,
+        hub.subscribe(Visibility(org_ids=frozenset({"org-a"}))) as org_a,
+        hub.subscribe(Visibility.everything(), instance_id=org_b_vm) as only_b_vm,
+    ):
+        await hub.dispatch(forged(1, org_a_vm))  # names org B, is an org-A instance's change
+        await hub.dispatch(forged(7, unknown))  # names no recorded change at all
+        await hub.dispatch(forged(2, org_b_vm))  # org B's own change: delivered as stored
+
+        got_a = await _next(org_a)
+        assert (got_a.instance.id, got_a.instance.org_id) == (org_a_vm, "org-a")
+        # The record is the truth: the stored change, not the forged statuses, version or reason.
+        assert (got_a.event.to_status, got_a.event.version, got_a.event.reason) == (
+            InstanceStatus.PROVISIONING,
+            2,
+            "stored",
+        )
+        for mailbox in (org_b, bob, only_b_vm):
+            # The first thing each org-B subscriber receives is org B's change: nothing came before it.
+            first = await _next(mailbox)
+            assert first.instance.id == org_b_vm
+            assert first.event.to_status is InstanceStatus.PENDING
+    assert reads == [(1, org_a_vm), (7, unknown), (2, org_b_vm)]
+    assert hub.delivered == 4
+
+
+async def test_a_change_nobody_could_want_is_not_even_read() -> None:
+    async def read(_: int, __: uuid.UUID) -> None:
+        raise AssertionError("read although every subscriber filters on another instance")
+
+    hub = Hub(InProcessBus(), read)
+    with hub.subscribe(Visibility.everything(), instance_id=uuid.uuid4()):
+        await hub.dispatch(_event(1))
+    assert hub.delivered == 0

@@ -1,4 +1,4 @@
-"""Observability: /metrics after real traffic, request ids, redacted JSON logs, and traces."""
+"""Observability: /metrics (on its own port) after real traffic, request ids, redacted JSON logs, traces."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,9 +28,10 @@ from starlette.routing import Route
 
 from gateway.bootstrap import Runtime
 from gateway.observability.logs import configure_logging, redact
+from gateway.settings import Settings
 from services.db.models import InstanceStatus
 from tests.conftest import AppFactory, Issuer
-from tests.support.servers import serve
+from tests.support.servers import serve, serve_gateway
 
 CATALOG = "query Catalog { catalog { flavors { name } } }"
 CREATE = """mutation Order {
@@ -37,8 +39,16 @@ CREATE = """mutation Order {
 }"""
 
 
+@pytest.fixture
+async def metrics(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the metrics listener (OPENCSP_METRICS_PORT), not of the public app."""
+    transport = httpx.ASGITransport(app=app.state.metrics_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway-metrics") as client:
+        yield client
+
+
 async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of /metrics, keyed by name and labels."""
+    """Every sample of /metrics, keyed by name and labels (`client` talks to the metrics listener)."""
     response = await client.get("/metrics", headers={"Authorization": ""})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -54,7 +64,7 @@ def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: st
 
 
 async def test_requests_and_operations_are_counted(
-    client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+    client: httpx.AsyncClient, anonymous: httpx.AsyncClient, metrics: httpx.AsyncClient
 ) -> None:
     assert (await client.post("/graphql", json={"query": CATALOG})).status_code == 200
     assert (
@@ -63,7 +73,7 @@ async def test_requests_and_operations_are_counted(
     assert (await client.post("/graphql", json={"query": "query Broken { nope }"})).status_code == 200
     assert (await anonymous.post("/graphql", json={"query": CATALOG})).status_code == 401
 
-    samples = await scrape(anonymous)
+    samples = await scrape(metrics)
     http = "opencsp_http_requests_total"
     assert value(samples, http, route="/graphql", method="POST", status="200") == 3
     assert value(samples, http, route="/graphql", method="POST", status="401") == 1
@@ -87,15 +97,19 @@ async def test_requests_and_operations_are_counted(
     )
 
 
-async def test_unknown_paths_share_one_label(anonymous: httpx.AsyncClient) -> None:
+async def test_unknown_paths_share_one_label(
+    anonymous: httpx.AsyncClient, metrics: httpx.AsyncClient
+) -> None:
     for path in ("/a", "/b/c", "/d?x=1"):
         assert (await anonymous.get(path)).status_code == 404
-    samples = await scrape(anonymous)
+    samples = await scrape(metrics)
     assert value(samples, "opencsp_http_requests_total", route="unmatched", method="GET", status="404") == 3
     assert not [key for key in samples if ("route", "/a") in key[1]]
 
 
-async def test_transitions_are_counted_by_status_reached(client: httpx.AsyncClient, runtime: Runtime) -> None:
+async def test_transitions_are_counted_by_status_reached(
+    client: httpx.AsyncClient, metrics: httpx.AsyncClient, runtime: Runtime
+) -> None:
     body = (await client.post("/graphql", json={"query": CREATE})).json()
     instance_id = body["data"]["createInstance"]["instance"]["id"]
     store = runtime.lifecycle.store
@@ -106,30 +120,30 @@ async def test_transitions_are_counted_by_status_reached(client: httpx.AsyncClie
     )
     assert moved is not None
 
-    samples = await scrape(client)
+    samples = await scrape(metrics)
     assert value(samples, "opencsp_instance_transitions_total", to_status="PENDING") == 1
     assert value(samples, "opencsp_instance_transitions_total", to_status="FAILED") >= 1
     assert value(samples, "opencsp_graphql_operations_total", operation="Order", outcome="ok") == 1
 
 
-async def test_cluster_watch_is_read_at_scrape_time(anonymous: httpx.AsyncClient, runtime: Runtime) -> None:
+async def test_cluster_watch_is_read_at_scrape_time(metrics: httpx.AsyncClient, runtime: Runtime) -> None:
     health = runtime.lifecycle.watch_health
     health.relists, health.reconnects, health.connected = 3, 2, True
-    samples = await scrape(anonymous)
+    samples = await scrape(metrics)
     assert value(samples, "opencsp_cluster_watch_relists_total") == 3
     assert value(samples, "opencsp_cluster_watch_reconnects_total") == 2
     assert value(samples, "opencsp_cluster_watch_connected") == 1
 
 
 async def test_jwks_calls_are_timed_and_failures_counted(
-    anonymous: httpx.AsyncClient, runtime: Runtime, issuer: Issuer
+    metrics: httpx.AsyncClient, runtime: Runtime, issuer: Issuer
 ) -> None:
-    before = await scrape(anonymous)
+    before = await scrape(metrics)
     assert await runtime.keys.refresh()
     issuer.server.status = 503
     await runtime.keys.refresh()
 
-    samples = await scrape(anonymous)
+    samples = await scrape(metrics)
     started = "opencsp_upstream_requests_started_total"
     assert value(samples, started, peer="jwks") - value(before, started, peer="jwks") >= 2
     responses = "opencsp_upstream_responses_total"
@@ -140,16 +154,54 @@ async def test_jwks_calls_are_timed_and_failures_counted(
     assert value(samples, "opencsp_upstream_request_duration_seconds_count", peer="jwks") >= 2
 
 
-async def test_metrics_can_be_switched_off(make_app: AppFactory) -> None:
-    app = await make_app(metrics=False)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
-        assert (await client.get("/metrics")).status_code == 404
+async def test_metrics_are_served_on_their_own_port_only(app: Starlette, settings: Settings) -> None:
+    """As `serve` runs it: /metrics is unknown on the public port; the metrics port serves nothing else."""
+    async with (
+        serve_gateway(app, settings) as (public, metrics_url),
+        httpx.AsyncClient(base_url=public) as http,
+        httpx.AsyncClient(base_url=metrics_url) as scraper,
+    ):
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/metrics")).status_code == 404
+        samples = await scrape(scraper)
+        assert (
+            value(samples, "opencsp_http_requests_total", route="/healthz", method="GET", status="200") == 1
+        )
+        assert (
+            value(samples, "opencsp_http_requests_total", route="unmatched", method="GET", status="404") == 1
+        )
+        for path in ("/graphql", "/healthz", "/readyz", "/webhooks/semaphore"):
+            assert (await scraper.get(path)).status_code == 404, path
+        # Scrapes measure the scraper only: they are not counted as requests.
+        again = await scrape(scraper)
+        assert not [key for key in again if ("route", "/metrics") in key[1]]
 
 
-async def test_websockets_and_subscriptions_are_gauged(app: Starlette, issuer: Issuer) -> None:
+async def test_metrics_can_be_switched_off(make_app: AppFactory, settings: Settings) -> None:
+    off = await make_app(metrics=False)
+    assert off.state.metrics_app is None
+    async with serve_gateway(off, settings) as urls, httpx.AsyncClient(base_url=urls[0]) as http:
+        assert len(urls) == 1  # no metrics listener at all
+        assert (await http.get("/metrics")).status_code == 404
+
+
+def test_the_metrics_port_is_never_the_public_port(settings: Settings) -> None:
+    with pytest.raises(ValidationError, match="metrics_port must differ from port"):
+        Settings(**{**settings.model_dump(), "port": 9000, "metrics_port": 9000, "_env_file": None})
+    Settings(
+        **{**settings.model_dump(), "port": 9000, "metrics_port": 9000, "metrics": False, "_env_file": None}
+    )
+
+
+async def test_websockets_and_subscriptions_are_gauged(
+    app: Starlette, settings: Settings, issuer: Issuer
+) -> None:
     import websockets
 
-    async with serve(app, lifespan="off") as url, httpx.AsyncClient(base_url=url) as http:
+    async with (
+        serve_gateway(app, settings) as (url, metrics_url),
+        httpx.AsyncClient(base_url=metrics_url) as http,
+    ):
         ws_url = url.replace("http", "ws") + "/graphql"
         async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"]) as socket:  # type: ignore[list-item]
             await socket.send(json.dumps({"type": "connection_init", "payload": issuer.headers("admin")}))

@@ -1,7 +1,8 @@
 """What an operator sees of one app: Prometheus metrics, request-tagged logs, and (optionally) traces.
 
 `Observability.create(settings)` is built by the app factory next to the schema; it hands out the
-middleware, the `/metrics` route and the schema extensions, and hooks onto the runtime's parts.
+middleware, the `/metrics` app (served on a port of its own) and the schema extensions, and hooks onto
+the runtime's parts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 from strawberry.extensions import SchemaExtension
 
 from gateway.observability.logs import RequestId
@@ -55,10 +56,12 @@ class Observability:
             found.append(Middleware(HTTPMetrics, metrics=self.metrics))
         return found
 
-    def routes(self) -> list[BaseRoute]:
+    def metrics_app(self) -> Starlette | None:
+        """`/metrics` alone, for a listener of its own (OPENCSP_METRICS_PORT); None with metrics off.
+        Scrapes are not counted in the HTTP metrics: they would only measure the scraper."""
         if self.metrics is None:
-            return []
-        return [Route("/metrics", metrics_endpoint(self.metrics), methods=["GET"])]
+            return None
+        return Starlette(routes=[Route("/metrics", metrics_endpoint(self.metrics), methods=["GET"])])
 
     def unauthenticated(self) -> None:
         """Refused before GraphQL ran, so no extension saw it. Counted as anonymous: callers without a

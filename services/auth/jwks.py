@@ -117,6 +117,14 @@ class KeySetCache:
         await self._fetch_shared()
         return self._loaded
 
+    async def load_if_due(self) -> bool:
+        """While no set was ever loaded, fetch within the rate limit (the readiness loop's retry, so a
+        replica that started during an issuer outage becomes ready without any request or probe
+        fetching); true when a set is loaded."""
+        if not self._loaded and self._may_fetch():
+            await self._fetch_shared()
+        return self._loaded
+
     async def aclose(self) -> None:
         if self._inflight is not None:
             self._inflight.cancel()

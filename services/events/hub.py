@@ -1,11 +1,14 @@
 """Fan-out of status changes to the subscribers of this process.
 
-One listener per process takes every event off the bus, filters subscribers by their row-level rules
-(from the event's org and owner, before any read), re-reads the instance once for all of them, and
-offers the update to each subscriber's mailbox. A mailbox is bounded and, when full, coalesces to the
-newest update per instance, so a slow consumer costs memory bounded by its limit, never by the
-event rate, and never slows the bus or other subscribers. One that falls further behind than its
-limit is closed with a reason.
+One listener per process takes every event off the bus and treats it as a hint only: it re-reads the
+change it names (the stored event row of that instance, and the instance as it is now) and decides who
+receives it from that record, never from the org, owner or statuses the event carries. On PostgreSQL
+the event came from a NOTIFY, which anyone who can connect to the database may send, so a forged one
+reaches nobody who may not see the instance, and one naming no recorded change reaches nobody at all.
+
+A mailbox is bounded and, when full, coalesces to the newest update per instance, so a slow consumer
+costs memory bounded by its limit, never by the event rate, and never slows the bus or other
+subscribers. One that falls further behind than its limit is closed with a reason.
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ from services.instances.visibility import Visibility
 
 logger = logging.getLogger(__name__)
 
-Reader = Callable[[uuid.UUID], Awaitable[InstanceRecord | None]]
+# The stored change `event_id` of an instance and the instance now (`InstanceStore.recorded_change`).
+Reader = Callable[[int, uuid.UUID], Awaitable[tuple[InstanceRecord, StatusChanged] | None]]
 
 
 @dataclass(frozen=True, slots=True)
 class StatusUpdate:
+    """What a subscriber receives: both halves read from the database, none taken from the bus."""
+
     event: StatusChanged
     instance: InstanceRecord
 
@@ -57,10 +63,15 @@ class Mailbox:
         self._pending: deque[StatusUpdate] = deque()
         self._ready = asyncio.Event()
 
-    def wants(self, event: StatusChanged) -> bool:
-        if self.instance_id is not None and event.instance_id != self.instance_id:
+    def may_want(self, instance_id: uuid.UUID) -> bool:
+        """Before the read: only the instance filter, which needs nothing the event could lie about."""
+        return self.instance_id is None or self.instance_id == instance_id
+
+    def wants(self, instance: InstanceRecord) -> bool:
+        """After the read: the row-level rule applied to the record, as every query applies it."""
+        if not self.may_want(instance.id):
             return False
-        return self.visibility.allows(org_id=event.org_id, owner_sub=event.owner_sub)
+        return self.visibility.allows(org_id=instance.org_id, owner_sub=instance.owner_sub)
 
     def offer(self, update: StatusUpdate) -> None:
         if self.closed is not None:
@@ -132,13 +143,18 @@ class Hub:
                 mailbox.close("the gateway is shutting down")
 
     async def dispatch(self, event: StatusChanged) -> None:
-        interested = [mailbox for mailbox in self._mailboxes if mailbox.wants(event)]
-        if not interested:
+        """Deliver the change `event` names to whoever may see its instance, as the database has it."""
+        if not any(mailbox.may_want(event.instance_id) for mailbox in self._mailboxes):
             return
-        instance = await self._read(event.instance_id)
-        if instance is None:
+        found = await self._read(event.event_id, event.instance_id)
+        if found is None:
+            logger.warning(
+                "dropped a status notification naming no recorded change (event %s)", event.event_id
+            )
             return
-        update = StatusUpdate(event, instance)
+        instance, change = found
+        interested = [mailbox for mailbox in self._mailboxes if mailbox.wants(instance)]
+        update = StatusUpdate(change, instance)
         for mailbox in interested:
             was_open = mailbox.closed is None
             mailbox.offer(update)

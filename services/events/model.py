@@ -1,4 +1,9 @@
-"""The one event the gateway publishes: an instance changed status."""
+"""The one event the gateway publishes: an instance changed status.
+
+Between replicas it travels as a NOTIFY payload, which anyone who can connect to the database can send.
+Receivers therefore treat a decoded event as a hint naming a change (`event_id` of `instance_id`): the
+hub re-reads that change and its instance, and delivers what the database holds (see services/events/hub.py).
+"""
 
 from __future__ import annotations
 
@@ -38,8 +43,17 @@ def to_payload(event: StatusChanged) -> dict[str, object]:
     }
 
 
-def from_payload(data: dict[str, object]) -> StatusChanged:
+MAX_EVENT_ID = 2**63 - 1  # instance_events.id is a BIGINT
+
+
+def from_payload(data: object) -> StatusChanged:
+    """Raises ValueError, KeyError or TypeError on anything but a payload `to_payload` could make."""
+    if not isinstance(data, dict):
+        raise TypeError("a status notification is a JSON object")
     from_status = data.get("f")
+    event_id = int(str(data["e"]))
+    if not 1 <= event_id <= MAX_EVENT_ID:
+        raise ValueError("event id out of range")
     return StatusChanged(
         instance_id=uuid.UUID(str(data["i"])),
         org_id=str(data["o"]),
@@ -49,5 +63,5 @@ def from_payload(data: dict[str, object]) -> StatusChanged:
         reason=str(data["r"]) if data.get("r") is not None else None,
         at=datetime.fromisoformat(str(data["a"])),
         version=int(str(data["v"])),
-        event_id=int(str(data["e"])),
+        event_id=event_id,
     )

@@ -2,9 +2,14 @@
 
 PostgreSQL delivers a NOTIFY only when its transaction commits, so an event is published exactly when
 its change becomes visible, to every listening replica, this one included. The listening connection
-reconnects by itself; after a gap it re-reads the events committed meanwhile (with a margin, deduplicated
-by event id) so no subscriber misses a committed change. Payloads are ids and statuses, far below
-NOTIFY's 8000-byte limit.
+reconnects by itself; after a gap it re-reads the events committed meanwhile (with a margin, deduplicated)
+so no subscriber misses a committed change. Payloads are ids and statuses, far below NOTIFY's 8000-byte
+limit.
+
+Any role that can connect to the database can NOTIFY on our channel, so nothing here trusts a payload:
+malformed ones are logged and dropped, and the rest are hints the hub checks against the stored change
+before anyone receives them. Deduplication keys on the event id, instance and commit time together, so a
+forged notification that guesses the next event id cannot make the real change look like a duplicate.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -51,7 +57,7 @@ class PostgresBus:
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._queues: set[asyncio.Queue[Delivery]] = set()
-        self._recent: OrderedDict[int, None] = OrderedDict()
+        self._recent: OrderedDict[tuple[int, uuid.UUID, datetime], None] = OrderedDict()
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self.connected = False
@@ -133,8 +139,8 @@ class PostgresBus:
     def _on_notify(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
         try:
             event = from_payload(orjson.loads(payload))
-        except (ValueError, KeyError, TypeError):
-            logger.warning("ignored a malformed status notification")
+        except (ValueError, KeyError, TypeError):  # orjson's decode error is a ValueError
+            logger.warning("dropped a malformed status notification (%d bytes)", len(payload))
             return
         self._deliver(event)
 
@@ -173,9 +179,10 @@ class PostgresBus:
             )
 
     def _deliver(self, event: StatusChanged) -> None:
-        if event.event_id in self._recent:
+        key = (event.event_id, event.instance_id, event.at)
+        if key in self._recent:
             return
-        self._recent[event.event_id] = None
+        self._recent[key] = None
         if len(self._recent) > RECENT_IDS:
             self._recent.popitem(last=False)
         for queue in self._queues:

@@ -92,6 +92,44 @@ class InstanceStore:
             )
         return InstanceRecord.from_mapping(row) if row else None
 
+    async def recorded_change(
+        self, event_id: int, instance_id: uuid.UUID
+    ) -> tuple[InstanceRecord, StatusChanged] | None:
+        """The stored change `event_id` of `instance_id` and the instance as it is now, in one read.
+
+        What the event hub delivers: a notification only names a change, and whoever can connect to the
+        database can send one, so its org, owner and statuses are never taken from it. None when no such
+        change of that instance was ever recorded (a forged or garbled notification)."""
+        query = (
+            select(
+                *INSTANCE_COLUMNS,
+                InstanceEvent.from_status.label("event_from"),
+                InstanceEvent.to_status.label("event_to"),
+                InstanceEvent.reason.label("event_reason"),
+                InstanceEvent.at.label("event_at"),
+                InstanceEvent.version.label("event_version"),
+            )
+            .join(InstanceEvent, InstanceEvent.instance_id == Instance.id)
+            .where(InstanceEvent.id == event_id, Instance.id == instance_id)
+        )
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).mappings().first()
+        if row is None:
+            return None
+        record = InstanceRecord.from_mapping(row)
+        change = StatusChanged(
+            event_id=event_id,
+            instance_id=record.id,
+            org_id=record.org_id,
+            owner_sub=record.owner_sub,
+            from_status=row["event_from"],
+            to_status=row["event_to"],
+            reason=row["event_reason"],
+            at=row["event_at"],
+            version=row["event_version"],
+        )
+        return record, change
+
     async def by_task_id(self, task_id: int) -> InstanceRecord | None:
         query = select(*INSTANCE_COLUMNS).where(Instance.semaphore_task_id == task_id)
         async with self._engine.connect() as connection:

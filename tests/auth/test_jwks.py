@@ -228,3 +228,22 @@ async def test_parse_key_set_keeps_only_public_signing_keys(rsa_key: jwk.RSAKey)
 )
 async def test_parse_max_age(header: str | None, seconds: float | None) -> None:
     assert parse_max_age(header) == seconds
+
+
+async def test_load_if_due_retries_a_missing_set_within_the_rate_limit(
+    server: JwksServer, keys: KeySetCache, clock: Clock, rsa_key: jwk.RSAKey
+) -> None:
+    """The readiness loop's retry: every second it asks, but the issuer sees one request per interval."""
+    server.status = 503
+    assert not await keys.load_if_due()
+    for _ in range(29):
+        clock.advance(1)
+        assert not await keys.load_if_due()
+    assert server.fetches == 1
+    server.status = 200
+    clock.advance(1)
+    assert await keys.load_if_due()
+    assert server.fetches == 2
+    clock.advance(3600)
+    assert await keys.load_if_due()  # loaded once is enough: expiry is refreshed by lookups, not here
+    assert server.fetches == 2

@@ -126,7 +126,10 @@ def test_gateway_probes_settings_and_secrets(rendered: dict[str, Path], director
     assert "replicas" not in deployment["spec"], "the HorizontalPodAutoscaler owns the replica count"
     (container,) = pod_spec(deployment)["containers"]
     assert container["args"] == ["serve"]
-    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 8000, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9464, "protocol": "TCP"},
+    ]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["envFrom"] == [{"configMapRef": {"name": "opencsp-gateway"}}]
@@ -144,6 +147,7 @@ def test_gateway_probes_settings_and_secrets(rendered: dict[str, Path], director
     assert not any(key in config for key in secret_refs), "secrets must not sit in the ConfigMap"
     assert config["OPENCSP_HOST"] == "0.0.0.0"  # noqa: S104 (a pod listens on its own address)
     assert config["OPENCSP_PORT"] == "8000"
+    assert config["OPENCSP_METRICS_PORT"] == "9464"
     assert config["OPENCSP_TERRAFORM_NAMESPACE"] == find(docs, "Role")["metadata"]["namespace"]
     hpa = find(docs, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
@@ -155,13 +159,43 @@ def test_gateway_probes_settings_and_secrets(rendered: dict[str, Path], director
     pdb = find(docs, "PodDisruptionBudget")
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert pdb["spec"]["selector"]["matchLabels"] == selector
-    assert find(docs, "Service")["spec"]["selector"] == selector
+    assert find(docs, "Service", "opencsp-gateway")["spec"]["selector"] == selector
     netpol = find(docs, "NetworkPolicy")
     assert netpol["spec"]["podSelector"]["matchLabels"] == selector
     assert netpol["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    assert [p["port"] for rule in netpol["spec"]["ingress"] for p in rule["ports"]] == [8000]
+    assert sorted(p["port"] for rule in netpol["spec"]["ingress"] for p in rule["ports"]) == [8000, 9464]
     egress_ports = {p["port"] for rule in netpol["spec"]["egress"] for p in rule["ports"]}
     assert {53, 5432, 6443, 443} <= egress_ports
+
+
+def namespaces_allowed(netpol: Manifest, port: int) -> list[Manifest]:
+    """The `from` peers of every ingress rule that opens `port` (a rule without `from` admits anyone)."""
+    peers: list[Manifest] = []
+    for rule in netpol["spec"]["ingress"]:
+        if any(p["port"] == port for p in rule["ports"]):
+            assert "from" in rule, f"port {port} is open to every source"
+            peers.extend(rule["from"])
+    return peers
+
+
+@pytest.mark.parametrize("directory", APP_DIRS)
+def test_metrics_are_reachable_from_the_monitoring_namespace_only(
+    rendered: dict[str, Path], directory: str
+) -> None:
+    docs = load(rendered[directory])
+    public = find(docs, "Service", "opencsp-gateway")
+    assert [(p["name"], p["targetPort"]) for p in public["spec"]["ports"]] == [("http", "http")]
+    metrics = find(docs, "Service", "opencsp-gateway-metrics")
+    assert metrics["spec"]["type"] == "ClusterIP"
+    assert metrics["spec"]["selector"] == public["spec"]["selector"]
+    assert [(p["port"], p["targetPort"]) for p in metrics["spec"]["ports"]] == [(9464, "metrics")]
+    netpol = find(docs, "NetworkPolicy")
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    assert namespaces_allowed(netpol, 9464) == [monitoring]
+    assert monitoring not in namespaces_allowed(netpol, 8000)
+    template = find(docs, "Deployment", "opencsp-gateway")["spec"]["template"]
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == "9464"
+    assert template["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
 
 
 @pytest.mark.parametrize("directory", APP_DIRS)

@@ -40,3 +40,26 @@ async def serve(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=10)
+
+
+@contextlib.asynccontextmanager
+async def serve_gateway(app: Any, settings: Any) -> AsyncIterator[list[str]]:
+    """Serve the gateway's app as `opencsp-gateway serve` does (gateway.serving: the public server, then
+    the metrics server if metrics are on), each on a free loopback port; yield their base URLs."""
+    from gateway.serving import serve_all, servers
+
+    running = servers(app, settings)
+    for server in running:
+        server.config.host, server.config.port = "127.0.0.1", 0
+    task = asyncio.create_task(serve_all(running))
+    try:
+        while not all(server.started for server in running):
+            if task.done():
+                task.result()
+                raise RuntimeError("uvicorn stopped before it started")
+            await asyncio.sleep(0.01)
+        yield [f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}" for server in running]
+    finally:
+        for server in running:
+            server.should_exit = True
+        await asyncio.wait_for(task, timeout=10)

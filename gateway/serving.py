@@ -1,0 +1,62 @@
+"""The listeners of one process, on one event loop: the public API, and `/metrics` on a port of its own.
+
+`/metrics` is unauthenticated and tells who calls what and how often, so it never shares the port tenants
+reach: its own uvicorn server serves it on OPENCSP_METRICS_PORT, which the Service and NetworkPolicy open
+to the monitoring namespace only. Both servers share the loop (and so the app's registry and runtime);
+when either stops (a signal, a port that cannot be bound), the other stops too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import uvicorn
+from starlette.applications import Starlette
+
+from gateway.settings import Settings
+
+
+def servers(app: Starlette, settings: Settings) -> list[uvicorn.Server]:
+    """The public server (runs the app's lifespan), then the metrics server if metrics are on."""
+    public = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through ours (configure_logging)
+        proxy_headers=True,
+        lifespan="on",
+        ws=settings.websocket_implementation,
+        ws_max_size=settings.max_body_bytes,  # a websocket message is a request body too
+        ws_per_message_deflate=False,
+    )
+    found = [uvicorn.Server(public)]
+    metrics_app: Starlette | None = app.state.metrics_app
+    if metrics_app is not None:
+        metrics = uvicorn.Config(
+            metrics_app,
+            host=settings.host,
+            port=settings.metrics_port,
+            log_level=settings.log_level.lower(),
+            log_config=None,
+            lifespan="off",  # the public server's lifespan starts and stops the runtime
+            access_log=False,  # a scrape every few seconds is not news
+            ws="none",
+        )
+        found.append(uvicorn.Server(metrics))
+    return found
+
+
+async def serve_all(running: Sequence[uvicorn.Server]) -> None:
+    """Serve until the first server stops, then stop the rest and wait for them."""
+    tasks = [asyncio.create_task(server.serve(), name=f"uvicorn {n}") for n, server in enumerate(running)]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for server in running:
+            server.should_exit = True
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
