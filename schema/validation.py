@@ -3,6 +3,7 @@ answering a flood of one mistake with one error."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 from graphql import DocumentNode, GraphQLError
@@ -15,7 +16,8 @@ from schema.document_cost import measure
 # A validation pass is remembered as a key and a flag; a refused document is not remembered (its errors
 # would hold the whole document). 1 MiB is some 5,000 documents.
 VALIDATED_MAX_BYTES = 1024 * 1024
-_KEY_BYTES = 64
+# The key's own objects: the digest and the tuple (the schema and the interned rules are shared).
+_KEY_BYTES = 140
 
 
 class UniqueDirectivesOnce(UniqueDirectivesPerLocationRule):
@@ -31,9 +33,11 @@ class UniqueDirectivesOnce(UniqueDirectivesPerLocationRule):
             super().report_error(error)
 
 
+@functools.lru_cache(maxsize=64)
 def _rules(
     rules: tuple[type[ASTValidationRule], ...],
 ) -> tuple[type[ASTValidationRule], ...]:
+    """Interned: every key of the validation cache shares one tuple per set of rules."""
     return tuple(UniqueDirectivesOnce if r is UniqueDirectivesPerLocationRule else r for r in rules)
 
 
