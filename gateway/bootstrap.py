@@ -212,6 +212,8 @@ def document_limits(settings: Settings) -> DocumentLimits:
         max_depth=settings.max_query_depth,
         max_aliases=settings.max_aliases,
         max_tokens=settings.max_tokens,
+        max_selections=settings.max_selections,
+        max_directives=settings.max_directives,
     )
 
 

@@ -11,14 +11,14 @@ from strawberry.extensions import (
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
 from strawberry.extensions.query_depth_limiter import IgnoreContext
 
+from schema.document_cache import ByteBoundedCache
 from schema.errors import is_public
+from schema.validation import VALIDATED_MAX_BYTES, CachedParse, CheckedValidation
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,8 @@ class DocumentLimits:
     max_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 4_000
+    max_selections: int = 800
+    max_directives: int = 50
 
 
 class MaxDocumentSize(SchemaExtension):
@@ -56,11 +58,13 @@ def _mask(error: GraphQLError) -> bool:
 
 
 def extensions(limits: DocumentLimits) -> list[Callable[[], SchemaExtension]]:
-    """Factories: Strawberry builds fresh extensions per operation; the parse/validation caches are shared.
+    """Factories: Strawberry builds fresh extensions per operation; the parse/validation caches are shared
+    (`schema.document_cache`: bounded by bytes; validation passes are kept per schema built).
 
     The depth and alias limiters make a new validation rule class each time one is built; built per
     operation, they would change the validation cache's key every time. So their rules are made once.
     """
+    passed: ByteBoundedCache[bool] = ByteBoundedCache(VALIDATED_MAX_BYTES, VALIDATED_MAX_BYTES)
     rules = [
         *QueryDepthLimiter(max_depth=limits.max_depth, should_ignore=_is_introspection).validation_rules,
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
@@ -68,8 +72,8 @@ def extensions(limits: DocumentLimits) -> list[Callable[[], SchemaExtension]]:
     return [
         lambda: MaxDocumentSize(limits.max_query_bytes),
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-        lambda: ParserCache(maxsize=256),
+        CachedParse,
         lambda: AddValidationRules(rules),
-        lambda: ValidationCache(maxsize=256),
+        lambda: CheckedValidation(limits.max_selections, limits.max_directives, passed),
         lambda: MaskErrors(should_mask_error=_mask, error_message="Internal server error."),
     ]

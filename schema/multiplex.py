@@ -15,13 +15,13 @@ import logging
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import orjson
-from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
+from graphql import GraphQLError, OperationDefinitionNode, OperationType
 from strawberry.types import ExecutionResult
 
+from schema.document_cache import parse_cached
 from schema.errors import SUBSCRIPTION_CLOSED
 from services.events.hub import fell_behind
 
@@ -53,10 +53,9 @@ def shared(result: ExecutionResult) -> ExecutionResult:
     )
 
 
-@lru_cache(maxsize=512)
 def _operation_types(query: str, max_tokens: int) -> tuple[tuple[str | None, OperationType], ...]:
     try:
-        document = parse(query, max_tokens=max_tokens)
+        document = parse_cached(query, max_tokens=max_tokens)
     except GraphQLError:
         return ()
     return tuple(

@@ -5,17 +5,21 @@ Also the HTTP method rule for operation types: mutations only over POST, subscri
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import strawberry
+import websockets
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
 from gateway.graphql_http import GraphQLHTTP
 from tests.conftest import AppFactory, Issuer
+from tests.support.documents import CREATE
+from tests.support.servers import serve
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 TYPENAME = {"data": {"__typename": "Query"}}
@@ -125,7 +129,8 @@ async def test_max_tokens(make_app: AppFactory, issuer: Issuer) -> None:
     def fields(count: int) -> str:
         return "{ " + "__typename " * count + "}"  # count + 2 tokens
 
-    async with client_for(await make_app(max_tokens=100), issuer) as http:
+    # 98 sibling fields are 4,753 pairs to compare: the selection limit is raised out of the way.
+    async with client_for(await make_app(max_tokens=100, max_selections=5_000), issuer) as http:
         assert await assert_served(http, fields(98)) == TYPENAME
         await assert_refused(
             http, fields(99), "Syntax Error: Document contains more than 100 tokens. Parsing aborted."
@@ -208,3 +213,137 @@ async def test_subscriptions_are_not_served_over_http() -> None:
         response = await http.post("/graphql", json={"query": "subscription { ticks }"})
     assert response.status_code == 400
     assert response.json()["errors"][0]["message"] == "subscription operations are not served over HTTP."
+
+
+# Selections and directives: counted on the parsed document before validation, each refused with one error.
+
+
+def errors_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    assert "data" not in body, body
+    errors: list[dict[str, Any]] = body["errors"]
+    return errors
+
+
+async def assert_refused_with(http: httpx.AsyncClient, query: str, code: str, message: str) -> None:
+    """One error with `code`, nothing run: 400 and no `data`."""
+    response = await post(http, query)
+    assert response.status_code == 400, response.text
+    assert errors_of(response.json()) == [{"message": message, "extensions": {"code": code}}]
+
+
+NAMES = "{ instances { nodes { name } } }"
+CREATE_NAMED = CREATE.replace("instance { id status }", "instance { id status name }")
+
+
+async def test_max_selections_refuses_before_running(make_app: AppFactory, issuer: Issuer) -> None:
+    too_many = (
+        "The document has more than 7 field selections (a fragment's fields count wherever it is spread)."
+    )
+    app = await make_app(max_selections=7)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway", headers=issuer.headers("user")
+    ) as http:
+        # CREATE has exactly 7 field selections: served, and it creates.
+        at_limit = await http.post("/graphql", json={"query": CREATE, "variables": {"name": "at-limit"}})
+        assert at_limit.json()["data"]["createInstance"]["userErrors"] == [], at_limit.text
+
+        # One more field: refused with one error, and the mutation does not run.
+        over = await http.post(
+            "/graphql",
+            json={"query": CREATE_NAMED, "variables": {"name": "over"}},
+            headers={"accept": GRAPHQL_RESPONSE},
+        )
+        assert over.status_code == 400, over.text
+        assert errors_of(over.json()) == [
+            {"message": too_many, "extensions": {"code": "TOO_MANY_SELECTIONS"}}
+        ]
+        names = (await http.post("/graphql", json={"query": NAMES})).json()
+        assert names == {"data": {"instances": {"nodes": [{"name": "at-limit"}]}}}
+
+        # A fragment counts wherever it is spread: 6 fields written, 4 + 4 + its own 2 = 10 validated.
+        fragment = " fragment N on Instance { name status }"
+        spread_twice = "{ a: instances { nodes { ...N } } b: instances { nodes { ...N } } }" + fragment
+        await assert_refused_with(http, spread_twice, "TOO_MANY_SELECTIONS", too_many)
+        # ... while spread once it is 4 + 2 = 6.
+        once = await post(http, "{ a: instances { nodes { ...N } } }" + fragment)
+        nodes = once.json()["data"]["a"]["nodes"]
+        assert [node["name"] for node in nodes] == ["at-limit"], once.text
+
+
+async def test_repeated_fields_are_bounded_by_pairs(make_app: AppFactory, issuer: Issuer) -> None:
+    """Sibling fields of one name cost validation a comparison per pair: 5 are 10 pairs, 6 are 15."""
+    async with client_for(await make_app(max_selections=10), issuer) as http:
+        assert await assert_served(http, "{ " + "__typename " * 5 + "}") == TYPENAME
+        await assert_refused_with(
+            http,
+            "{ " + "__typename " * 6 + "}",
+            "TOO_MANY_SELECTIONS",
+            "The document repeats fields too often: more than 10 pairs of same-named fields to compare.",
+        )
+
+
+async def test_max_directives(make_app: AppFactory, issuer: Issuer) -> None:
+    async with client_for(await make_app(max_directives=3), issuer) as http:
+        three = "{ __typename @include(if: true) @skip(if: false) a: __typename @include(if: true) }"
+        assert await assert_served(http, three) == {"data": {"__typename": "Query", "a": "Query"}}
+        await assert_refused_with(
+            http,
+            "query($yes: Boolean! = true) { __typename @include(if: $yes) @skip(if: false)"
+            " a: __typename @include(if: true) b: __typename @include(if: true) }",
+            "TOO_MANY_DIRECTIVES",
+            "The document has more than 3 directives.",
+        )
+
+
+async def test_a_repeated_directive_is_one_error(app: Starlette, issuer: Issuer) -> None:
+    async with client_for(app, issuer) as http:
+        repeated = (
+            "{ __typename"
+            + " @skip(if: false)" * 40
+            + " a: __typename @include(if: true) @include(if: true) }"
+        )
+        response = await post(http, repeated)
+        assert response.status_code == 400, response.text
+        assert [error["message"] for error in errors_of(response.json())] == [
+            "The directive '@skip' can only be used once at this location."
+        ]
+
+
+async def test_websocket_refuses_a_document_over_the_limits_with_one_error(
+    make_app: AppFactory, issuer: Issuer
+) -> None:
+    async def receive(socket: Any) -> dict[str, Any]:
+        while True:
+            message: dict[str, Any] = json.loads(await socket.recv())
+            if message["type"] not in ("ping", "pong"):
+                return message
+
+    app = await make_app(max_selections=7)
+    async with serve(app) as base:
+        url = base.replace("http://", "ws://") + "/graphql"
+        async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as socket:  # type: ignore[list-item]
+            init = {"type": "connection_init", "payload": issuer.headers("user")}
+            await socket.send(json.dumps(init))
+            assert await receive(socket) == {"type": "connection_ack"}
+
+            over = {"query": CREATE_NAMED, "variables": {"name": "over"}}
+            await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": over}))
+            assert await receive(socket) == {
+                "id": "1",
+                "type": "error",
+                "payload": [
+                    {
+                        "message": "The document has more than 7 field selections"
+                        " (a fragment's fields count wherever it is spread).",
+                        "extensions": {"code": "TOO_MANY_SELECTIONS"},
+                    }
+                ],
+            }
+            # At the limit the same socket is served, and the refused mutation created nothing.
+            await socket.send(json.dumps({"id": "2", "type": "subscribe", "payload": {"query": NAMES}}))
+            served = await receive(socket)
+            assert served == {
+                "id": "2",
+                "type": "next",
+                "payload": {"data": {"instances": {"nodes": []}}},
+            }
