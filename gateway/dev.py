@@ -8,8 +8,6 @@ import os
 from gateway.settings import DEV_DIR, Settings, load_settings
 from gateway.startup import StartupError, migrate
 
-DEV_DATABASE_URL = f"sqlite+aiosqlite:///{DEV_DIR}/gateway.db"
-
 
 def dev_settings(**overrides: object) -> Settings:
     """Settings of dev mode; refuses production peers so a laptop never writes to them."""

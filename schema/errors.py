@@ -7,7 +7,6 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 
 BAD_USER_INPUT = "BAD_USER_INPUT"
 FORBIDDEN = "FORBIDDEN"
-UNAUTHENTICATED = "UNAUTHENTICATED"
 SUBSCRIPTION_CLOSED = "SUBSCRIPTION_CLOSED"
 INTERNAL = "INTERNAL_SERVER_ERROR"
 
@@ -23,10 +22,6 @@ class PublicError(GraphQLError):
 
 class BadUserInput(PublicError):
     code = BAD_USER_INPUT
-
-
-class Forbidden(PublicError):
-    code = FORBIDDEN
 
 
 def is_public(error: GraphQLError) -> bool:

@@ -48,10 +48,6 @@ class RequestLog:
 _current: ContextVar[RequestLog | None] = ContextVar("opencsp_request_log", default=None)
 
 
-def current_request() -> RequestLog | None:
-    return _current.get()
-
-
 def bind_sub(sub: str) -> None:
     """Tag the rest of this request's lines with the caller's id (never with its token)."""
     current = _current.get()

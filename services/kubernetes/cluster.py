@@ -20,8 +20,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from services.kubernetes.outputs import parse_outputs
 from services.kubernetes.terraform_object import GROUP, MANAGED_SELECTOR, PLURAL, VERSION, instance_id_of
-
-RECONCILE_ANNOTATION = "reconcile.fluxcd.io/requestedAt"
+from services.kubernetes.terraform_object import RECONCILE_ANNOTATION as RECONCILE_ANNOTATION
 
 
 class ClusterError(Exception):

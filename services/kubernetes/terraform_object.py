@@ -21,6 +21,11 @@ MANAGED_BY: Final = "opencsp-gateway"
 INSTANCE_ID_LABEL: Final = "opencsp.io/instance-id"
 MANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 
+# tofu-controller adds this finalizer to each object it reconciles and removes it once it has destroyed
+# the object's resources; Flux's annotation asks a controller to reconcile now.
+FINALIZER: Final = "finalizers.tf.contrib.fluxcd.io"
+RECONCILE_ANNOTATION: Final = "reconcile.fluxcd.io/requestedAt"
+
 # The module's outputs the gateway reads back; tofu-controller writes only these to the Secret.
 OUTPUT_NAMES: Final = ("ip_address", "hostname")
 

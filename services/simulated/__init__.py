@@ -7,7 +7,6 @@ by default, hit the first attempt only, so a retry in dev shows the FAILED → r
 """
 
 from services.simulated.cluster import SimulatedCluster
-from services.simulated.failures import FailurePlan
 from services.simulated.semaphore import SimulatedSemaphore
 
-__all__ = ["FailurePlan", "SimulatedCluster", "SimulatedSemaphore"]
+__all__ = ["SimulatedCluster", "SimulatedSemaphore"]

@@ -1,7 +1,8 @@
 """A cluster in memory with a simulated tofu-controller: dev mode's `Cluster`, no Kubernetes needed.
 
 It keeps what the gateway relies on from the API server: one cluster-wide resourceVersion (Secrets
-advance it too), `uid`, `generation` and `creationTimestamp`, equality label selectors, list then watch
+advance it too), `uid`, `generation` and `creationTimestamp`, the API's name, label and label-selector
+rules (shared with the tests' API stand-in in `services.kubernetes.object_rules`), list then watch
 from the list's resourceVersion, `410 Gone` for a resourceVersion older than the kept history, and
 deletion through the finalizer (deletionTimestamp first, DELETED once the finalizer is gone). Errors are
 `ClusterError` / `TerraformConflict` with the HTTP status the real adapter would report.
@@ -19,20 +20,32 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import re
 import uuid
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from services.kubernetes.cluster import ClusterError, TerraformConflict
+from services.kubernetes.object_rules import (
+    LabelMatcher,
+    SelectorError,
+    is_dns1123_subdomain,
+    label_problems,
+    parse_selector,
+)
 from services.kubernetes.outputs import parse_outputs
-from services.kubernetes.terraform_object import API_VERSION, KIND, MANAGED_SELECTOR, instance_id_of
+from services.kubernetes.terraform_object import (
+    API_VERSION,
+    FINALIZER,
+    KIND,
+    MANAGED_SELECTOR,
+    RECONCILE_ANNOTATION,
+    instance_id_of,
+)
 from services.simulated import tofu_script as tofu
 from services.simulated.failures import FailurePlan
-from services.simulated.selectors import parse_selector
 
 if TYPE_CHECKING:
     from services.instances.ports import Cluster
@@ -41,8 +54,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
-
-_DNS_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +172,7 @@ class SimulatedCluster:
         requested_at = tofu.requested_at()
 
         def annotate(o: dict[str, Any]) -> None:
-            o["metadata"].setdefault("annotations", {})[tofu.RECONCILE_ANNOTATION] = requested_at
+            o["metadata"].setdefault("annotations", {})[RECONCILE_ANNOTATION] = requested_at
 
         self._update(key, annotate, while_deleting=True)
         if "deletionTimestamp" not in obj["metadata"]:
@@ -176,7 +187,7 @@ class SimulatedCluster:
         self, label_selector: str = MANAGED_SELECTOR, *, namespace: str | None = None
     ) -> tuple[list[dict[str, Any]], str]:
         self._check_open("list terraforms")
-        matches = parse_selector(label_selector)
+        matches = _selector(label_selector, "list terraforms")
         items = [
             copy.deepcopy(obj)
             for (ns, _), obj in sorted(self._objects.items())
@@ -196,7 +207,7 @@ class SimulatedCluster:
         first), bookmarks included, until `timeout_seconds` pass or `close()`. ClusterError 410 when the
         resourceVersion is older than the kept history."""
         self._check_open("watch terraforms")
-        matches = parse_selector(label_selector, what="watch terraforms")
+        matches = _selector(label_selector, "watch terraforms")
         backlog = self._backlog(resource_version)
         queue: asyncio.Queue[_Event | _Signal] = asyncio.Queue()
         self._watchers.add(queue)
@@ -293,7 +304,7 @@ class SimulatedCluster:
         if secret := tofu.outputs_secret(obj):
             self._drop_secret((secret["metadata"]["namespace"], secret["metadata"]["name"]))
         final = copy.deepcopy(obj)
-        final["metadata"]["finalizers"] = [f for f in final["metadata"]["finalizers"] if f != tofu.FINALIZER]
+        final["metadata"]["finalizers"] = [f for f in final["metadata"]["finalizers"] if f != FINALIZER]
         if final["metadata"]["finalizers"]:
             self._commit("MODIFIED", final)  # another finalizer still holds the object
         else:
@@ -333,8 +344,12 @@ class SimulatedCluster:
             raise ClusterError(f"{what}: 400 Bad Request (not a {KIND} of {API_VERSION})", status=400)
         created = copy.deepcopy(obj)
         meta = created["metadata"]
-        if len(meta["name"]) > 253 or not _DNS_SUBDOMAIN.fullmatch(meta["name"]):
-            raise ClusterError(f"{what}: 422 Unprocessable Entity (metadata.name is invalid)", status=422)
+        labels = meta.get("labels") or {}
+        problems = label_problems(labels) if isinstance(labels, dict) else ["metadata.labels is not a map"]
+        if not is_dns1123_subdomain(meta["name"]):
+            problems.insert(0, "metadata.name is invalid")
+        if problems:
+            raise ClusterError(f"{what}: 422 Unprocessable Entity ({'; '.join(problems)})", status=422)
         for field in ("deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "finalizers"):
             meta.pop(field, None)
         meta |= {"uid": _uuid(), "creationTimestamp": tofu.now(), "generation": 1}
@@ -405,6 +420,15 @@ class SimulatedCluster:
     def _broadcast(self, item: _Event | _Signal) -> None:
         for queue in self._watchers:
             queue.put_nowait(item)
+
+
+def _selector(text: str, what: str) -> LabelMatcher:
+    try:
+        return parse_selector(text)
+    except SelectorError as exc:
+        raise ClusterError(
+            f"{what}: 400 Bad Request (unable to parse requirement: {exc})", status=400
+        ) from None
 
 
 def _labels(obj: dict[str, Any]) -> dict[str, str]:

@@ -28,9 +28,6 @@ class FailurePlan:
         """From now on runs for `name` (any of the names a run is known by) succeed."""
         self._healed.add(name)
 
-    def attempts_of(self, key: str) -> int:
-        return self._counts.get(key, 0)
-
     def next_attempt_fails(self, name: str, *, key: str, aliases: Iterable[str] = ()) -> bool:
         """Count one attempt for `key` and say whether it fails."""
         count = self._counts[key] = self._counts.get(key, 0) + 1

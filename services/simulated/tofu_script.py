@@ -1,10 +1,11 @@
 """What the simulated tofu-controller writes: Ready conditions, status fields and the outputs Secret.
 
 Pure functions over plain dicts, kept apart from the cluster's storage and timing. The values follow
-tofu-controller v1alpha2: its finalizer, its `Ready` reasons (see `services.kubernetes.conditions`), the
-`reconcile.fluxcd.io/requestedAt` annotation, and writeOutput's Secret layout (a string output stored
-raw, base64 in `data`, an owner reference to the Terraform object, the labels of
-`spec.writeOutputsToSecret`). The VM's address is derived from the instance id so it is stable.
+tofu-controller v1alpha2: its finalizer and the `reconcile.fluxcd.io/requestedAt` annotation (named in
+`services.kubernetes.terraform_object`), its `Ready` reasons (see `services.kubernetes.conditions`),
+and writeOutput's Secret layout (a string output stored raw, base64 in `data`, an owner reference to the
+Terraform object, the labels of `spec.writeOutputsToSecret`). The VM's address is derived from the
+instance id so it is stable.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from services.kubernetes.terraform_object import API_VERSION, INSTANCE_ID_LABEL, KIND
+from services.kubernetes.terraform_object import (
+    API_VERSION,
+    FINALIZER,
+    INSTANCE_ID_LABEL,
+    KIND,
+    RECONCILE_ANNOTATION,
+)
 
-FINALIZER: Final = "finalizers.tf.contrib.fluxcd.io"
-RECONCILE_ANNOTATION: Final = "reconcile.fluxcd.io/requestedAt"
 HOSTNAME_DOMAIN: Final = "opencsp.internal"
 
 # Ready condition reasons, as tofu-controller writes them.

@@ -23,6 +23,7 @@ import uvicorn
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from services.kubernetes.terraform_object import FINALIZER as TF_FINALIZER
 from tests.peers.kube_store import (
     CRD_PATH,
     DROP,
@@ -32,7 +33,6 @@ from tests.peers.kube_store import (
     RESOURCES,
     SECRETS,
     TERRAFORMS,
-    TF_FINALIZER,
     ApiError,
     Event,
     KubeStore,

@@ -16,7 +16,7 @@ import functools
 import json
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,11 +25,13 @@ from typing import Any
 import jsonschema
 import yaml
 
+from services.kubernetes import object_rules
+from services.kubernetes.object_rules import LabelMatcher, SelectorError, is_dns1123_subdomain, label_problems
+
 JSON = dict[str, Any]
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts"
 CRD_PATH = CONTRACTS / "tofu-controller" / "infra.contrib.fluxcd.io_terraforms.yaml"
-TF_FINALIZER = "finalizers.tf.contrib.fluxcd.io"
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,6 @@ class Resource:
 TERRAFORMS = Resource("infra.contrib.fluxcd.io", "v1alpha2", "terraforms", "Terraform", has_status=True)
 SECRETS = Resource("", "v1", "secrets", "Secret", has_status=False)
 RESOURCES = {(r.api_version, r.plural): r for r in (TERRAFORMS, SECRETS)}
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _MODIFIED = "the object has been modified; please apply your changes to the latest version and try again"
 
@@ -85,37 +85,12 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# --- label selectors -------------------------------------------------------------------------
-
-_REQUIREMENT = re.compile(
-    r"^(?P<neg>!)?(?P<key>[A-Za-z0-9][-A-Za-z0-9_./]*)"
-    r"(?:\s*(?P<op>==|=|!=)\s*(?P<val>[-A-Za-z0-9_.]*)|\s+(?P<setop>in|notin)\s*\((?P<vals>[^)]*)\))?$"
-)
-
-
-def parse_selector(text: str) -> Callable[[Mapping[str, str]], bool]:
-    """Equality- and set-based label selectors, comma meaning AND, as the API server reads them."""
-    requirements: list[tuple[str, str, set[str]]] = []
-    for part in filter(None, (p.strip() for p in re.split(r",(?![^()]*\))", text))):
-        m = _REQUIREMENT.match(part)
-        if not m or (m["neg"] and (m["op"] or m["setop"])):
-            raise ApiError(400, "BadRequest", f"unable to parse requirement: {part!r}")
-        op = "absent" if m["neg"] else m["op"] or m["setop"] or "exists"
-        values = {m["val"]} if m["op"] else {v.strip() for v in (m["vals"] or "").split(",")}
-        requirements.append((m["key"], op, values))
-
-    def matches(labels: Mapping[str, str]) -> bool:
-        return all(_holds(labels, *requirement) for requirement in requirements)
-
-    return matches
-
-
-def _holds(labels: Mapping[str, str], key: str, op: str, values: set[str]) -> bool:
-    if op in ("exists", "absent"):
-        return (key in labels) == (op == "exists")
-    if op in ("=", "==", "in"):
-        return labels.get(key) in values
-    return labels.get(key) not in values  # != and notin also match objects without the key
+def parse_selector(text: str) -> LabelMatcher:
+    """The API server's label selectors (the rules live in `services.kubernetes.object_rules`)."""
+    try:
+        return object_rules.parse_selector(text)
+    except SelectorError as exc:
+        raise ApiError(400, "BadRequest", f"unable to parse requirement: {exc}") from None
 
 
 # --- patches and schema ----------------------------------------------------------------------
@@ -199,7 +174,7 @@ DROP, END, GONE = "drop", "end", "gone"
 class Watcher:
     resource: Resource
     namespace: str | None
-    matches: Callable[[Mapping[str, str]], bool]
+    matches: LabelMatcher
     bookmarks: bool
     queue: asyncio.Queue[Event | tuple[str, int]] = field(default_factory=asyncio.Queue)
 
@@ -484,21 +459,11 @@ class KubeStore:
     @staticmethod
     def _check_meta(resource: Resource, name: str, meta: JSON) -> None:
         problems = []
-        if not name or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        if not is_dns1123_subdomain(name):
             problems.append(
                 f"metadata.name: Invalid value: {name!r}: a lowercase RFC 1123 subdomain is required"
             )
-        for key, value in (meta.get("labels") or {}).items():
-            prefix, _, short = key.rpartition("/")
-            if (
-                (prefix and not _DNS_SUBDOMAIN.match(prefix))
-                or not short
-                or len(short) > 63
-                or not _LABEL_VALUE.match(short)
-            ):
-                problems.append(f"metadata.labels: Invalid value: {key!r}: not a valid label key")
-            if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-                problems.append(f"metadata.labels: Invalid value: {value!r}: not a valid label value")
+        problems += label_problems(meta.get("labels") or {})
         if problems:
             raise ApiError(422, "Invalid", f'{resource.kind} "{name}" is invalid: {"; ".join(problems)}')
 

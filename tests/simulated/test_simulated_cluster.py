@@ -15,9 +15,13 @@ from services.instances.ports import Cluster
 from services.kubernetes.cluster import ClusterError, TerraformConflict
 from services.kubernetes.conditions import TerraformPhase, signal_of
 from services.kubernetes.outputs import instance_outputs
-from services.kubernetes.terraform_object import INSTANCE_ID_LABEL, MANAGED_SELECTOR
+from services.kubernetes.terraform_object import (
+    FINALIZER,
+    INSTANCE_ID_LABEL,
+    MANAGED_SELECTOR,
+    RECONCILE_ANNOTATION,
+)
 from services.simulated import SimulatedCluster
-from services.simulated.tofu_script import FINALIZER, RECONCILE_ANNOTATION
 from tests.simulated.support import NAMESPACE, STEP, Recorder, running_watch, terraform
 
 PROVISIONED = [
@@ -201,19 +205,31 @@ async def test_create_is_idempotent_per_instance_and_conflicts_across(cluster: S
 
 
 async def test_invalid_objects_are_refused(cluster: SimulatedCluster) -> None:
-    for name in ("Not_A_Name", "inst-1\n"):  # the whole name must match, like the API server's
-        bad_name = terraform()
+    bad_name = terraform()
+    bad_name["metadata"]["name"] = "Not_A_Name"
+    with pytest.raises(ClusterError) as invalid:
+        await cluster.create(bad_name)
+    assert invalid.value.status == 422
+    for name in ("", "inst-1\n", "x" * 254):
         bad_name["metadata"]["name"] = name
         with pytest.raises(ClusterError) as invalid:
             await cluster.create(bad_name)
-        assert invalid.value.status == 422
+        assert invalid.value.status == 422, name
+    for labels in ({"bad key": "x"}, {"team": "-infra"}, {"team": "x" * 64}, {"/team": "x"}):
+        bad_labels = terraform()
+        bad_labels["metadata"]["labels"] |= labels
+        with pytest.raises(ClusterError) as invalid:
+            await cluster.create(bad_labels)
+        assert invalid.value.status == 422, labels
+        assert "metadata.labels" in str(invalid.value)
+    assert (await cluster.list(""))[0] == []
     wrong_kind = terraform() | {"kind": "Kustomization"}
     with pytest.raises(ClusterError) as bad:
         await cluster.create(wrong_kind)
     assert bad.value.status == 400
 
 
-async def test_list_honours_equality_selectors_and_namespaces(cluster: SimulatedCluster) -> None:
+async def test_list_honours_selectors_and_namespaces(cluster: SimulatedCluster) -> None:
     managed = terraform("a")
     foreign = terraform("b")
     foreign["metadata"]["labels"] = {"team": "infra"}
@@ -233,8 +249,16 @@ async def test_list_honours_equality_selectors_and_namespaces(cluster: Simulated
     ]
     assert [name_of(o) for o in (await cluster.list("!team", namespace=NAMESPACE))[0]] == [name_of(managed)]
     assert len((await cluster.list(""))[0]) == 3
+    assert [name_of(o) for o in (await cluster.list("team in (infra, ops)"))[0]] == [name_of(foreign)]
+    notin = (await cluster.list("team notin (infra)", namespace=NAMESPACE))[0]
+    assert [name_of(o) for o in notin] == [name_of(managed)]
+    for malformed in ("team in infra", "team=infra,", "team=in fra", "-team"):
+        with pytest.raises(ClusterError) as bad:
+            await cluster.list(malformed)
+        assert bad.value.status == 400, malformed
+    stream = cluster.watch(resource_version="0", label_selector="team in (a b)")
     with pytest.raises(ClusterError) as bad:
-        await cluster.list("team in (infra)")
+        await anext(stream)
     assert bad.value.status == 400
 
 
