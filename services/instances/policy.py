@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 from services.catalog import Catalog, Flavor, Image
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")  # \Z: `$` would let a final "\n" in
 MAX_DESCRIPTION = 1024
 MAX_IDEMPOTENCY_KEY = 128
 MAX_SSH_KEY = 16_384
