@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,17 @@ def principal(
     return Principal.from_roles(
         sub=sub, org_id=org, roles=roles, policy=DEFAULT_POLICY, expires_at=EXPIRES, admin_org_id=ADMIN_ORG
     )
+
+
+@pytest.fixture(autouse=True)
+def no_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep this folder honest: a test that reaches for the network belongs with the end-to-end suites."""
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("tests/unit opens no sockets")
+
+    for name in ("connect", "connect_ex", "bind"):
+        monkeypatch.setattr(socket.socket, name, refuse)
 
 
 def url_of(path: Path) -> str:
