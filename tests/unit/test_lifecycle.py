@@ -57,19 +57,25 @@ async def test_quota_exceeded_is_a_user_error_and_stores_nothing(make_domain: Do
     assert sorted(r.name for r in await domain.lifecycle.store.live()) == ["one", "three"]
 
 
-async def test_a_deleted_instance_frees_its_quota_and_its_name(domain: Domain) -> None:
+async def test_a_deleted_instance_frees_its_quota_and_its_name(make_domain: Domains) -> None:
+    domain = await make_domain(quota_user_instances=1)
+    await domain.run_in_background()
     first = await domain.create_ok("web")
     await domain.wait_for(first.id, S.ACTIVE)
+    over_quota = await domain.create("api")
     taken = await domain.create("web", principal("user", sub="user-2"))
     elsewhere = await domain.create("web", principal("user", sub="user-3", org="org-b"))
 
+    assert [e.code for e in over_quota.errors] == ["QUOTA_EXCEEDED"]
     assert [(e.field, e.code) for e in taken.errors] == [("name", "NAME_TAKEN")]
     assert elsewhere.errors == []
 
     await domain.lifecycle.delete(principal("user"), first.id)
     await domain.wait_for(first.id, S.DELETED)
+    in_quota = await domain.create_ok("api")
     again = await domain.create_ok("web", principal("user", sub="user-2"))
 
+    assert in_quota.owner_sub == "user-1"
     assert again.id != first.id
     assert (await domain.get(first.id)).name == "web"  # the deleted row stays
 
@@ -114,6 +120,20 @@ async def test_delete_moves_deleting_then_deleted_and_removes_the_object(domain:
     events = await domain.events(created.id)
     assert (events[-2].actor, events[-2].reason) == ("user-1", "DeleteRequested")
     assert events[-1].reason == "TerraformDestroyed"
+
+
+async def test_a_failed_instance_can_be_deleted(make_domain: Domains) -> None:
+    domain = await make_domain()
+    domain.cluster.failures.attempts = None  # every apply fails: the instance stays FAILED
+    await domain.run_in_background()
+    created = await domain.create_ok("fail-prov-web")
+    await domain.wait_for(created.id, S.FAILED)
+
+    outcome = await domain.lifecycle.delete(principal("user"), created.id)
+
+    assert outcome.errors == []
+    await domain.wait_for(created.id, S.DELETED)
+    assert (await domain.statuses(created.id))[-3:] == ["FAILED", "DELETING", "DELETED"]
 
 
 async def test_retry_of_a_failed_provisioning_provisions_again(domain: Domain) -> None:
