@@ -69,15 +69,6 @@ async def test_sync_reports_orphans_and_fails_rows_whose_object_vanished(
     assert peers.kube.object(TERRAFORMS, NAMESPACE, stray["metadata"]["name"]) is not None
 
 
-async def test_only_admins_may_sync(start_gateway: GatewayFactory) -> None:
-    gateway = await start_gateway(background=False)
-
-    response = await gateway.http.post("/graphql", json={"query": SYNC}, headers=gateway.headers("operator"))
-
-    assert response.status_code == 403
-    assert response.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
-
-
 async def test_the_watch_fails_an_instance_whose_object_is_deleted_behind_its_back(
     start_gateway: GatewayFactory, peers: Peers
 ) -> None:

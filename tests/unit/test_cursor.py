@@ -1,0 +1,92 @@
+"""Page cursors: what the API gives out reads back exactly; anything else is refused with one message."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from services.instances.cursor import InvalidCursor, decode_cursor, encode_cursor
+from services.instances.reading import InstanceFilter, Page
+from services.instances.visibility import Visibility
+from tests.support.factories import insert_instances, instance_row
+from tests.unit.conftest import Domain
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    [
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 6, 30, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(1999, 12, 31, 12, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_a_cursor_reads_back_as_the_position_it_was_made_from(created_at: datetime) -> None:
+    instance_id = uuid.uuid4()
+
+    cursor = encode_cursor(created_at, instance_id)
+
+    assert decode_cursor(cursor) == (created_at, instance_id)
+    assert "=" not in cursor
+    assert "/" not in cursor
+    assert "+" not in cursor
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "",
+        "not-a-cursor",
+        "bm90LWEtY3Vyc29y",  # "not-a-cursor"
+        "!!!",
+        b64(b"\xff\xfe|x"),  # not UTF-8
+        b64(f"2026-01-01T00:00:00|{uuid.uuid4()}".encode()),  # a naive timestamp is not one we made
+        b64(f"2026-13-01T00:00:00+00:00|{uuid.uuid4()}".encode()),
+        b64(b"2026-01-01T00:00:00+00:00|not-a-uuid"),
+        b64(b"2026-01-01T00:00:00+00:00"),  # no id
+        b64(f"|{uuid.uuid4()}".encode()),
+        encode_cursor(datetime(2026, 1, 1, tzinfo=UTC), uuid.uuid4())[:-3],  # truncated
+    ],
+)
+def test_garbage_and_tampered_cursors_are_refused(cursor: str) -> None:
+    with pytest.raises(InvalidCursor, match="the cursor is not one this API gave out"):
+        decode_cursor(cursor)
+
+
+async def test_pages_walk_every_visible_row_once_newest_first_even_with_equal_times(
+    domain_without_watch: Domain,
+) -> None:
+    same_time = instance_row(0)["created_at"]
+    rows = [instance_row(i, created_at=same_time) for i in range(7)]
+    rows += [instance_row(i) for i in range(7, 12)]
+    rows += [instance_row(i, org_id="org-b") for i in range(12, 15)]  # not visible
+    await insert_instances(domain_without_watch.runtime.engine, rows)
+    reader = domain_without_watch.runtime.services.instances
+    visibility = Visibility(org_ids=frozenset({"org-a"}))
+
+    seen: list[uuid.UUID] = []
+    after: str | None = None
+    while True:
+        page = await reader.page(visibility, InstanceFilter(), first=5, after=after)
+        seen += [item.id for item in page.items]
+        assert page.has_previous_page is (after is not None)
+        if not page.has_next_page:
+            break
+        after = Page.cursor(page.items[-1])
+
+    visible = [r for r in rows if r["org_id"] == "org-a"]
+    newest_first = sorted(visible, key=lambda r: (r["created_at"], r["id"]), reverse=True)
+    assert seen == [r["id"] for r in newest_first]
+    assert len(seen) == 12
+
+
+async def test_a_garbage_cursor_reaches_the_reader_as_invalid(domain_without_watch: Domain) -> None:
+    reader = domain_without_watch.runtime.services.instances
+    with pytest.raises(InvalidCursor):
+        await reader.page(Visibility.everything(), InstanceFilter(), first=5, after="bm90LWEtY3Vyc29y")
