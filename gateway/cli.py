@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -11,7 +12,7 @@ from typing import NoReturn
 import uvicorn
 
 from gateway.settings import Settings, SettingsError, load_settings
-from gateway.startup import StartupError, check_revision, migrate
+from gateway.startup import StartupError, check_revision, cross_org_warning, migrate
 from services.kubernetes.cluster import ClusterError
 
 
@@ -86,6 +87,9 @@ def run_server(settings: Settings) -> None:
     from gateway.observability.logs import configure_logging
 
     configure_logging(format=settings.logs_as, level=settings.log_level)
+    warning = cross_org_warning(settings)
+    if warning:
+        logging.getLogger("gateway.startup").warning(warning)
 
     async def main() -> None:
         try:

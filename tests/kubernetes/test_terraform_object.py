@@ -14,7 +14,6 @@ from tests.kubernetes.support import NAMESPACE, make_spec
 from tests.peers.kube_api import TERRAFORMS, KubeApiEmulator, load_terraform_schema
 
 
-
 def test_object_has_the_agreed_shape() -> None:
     spec = make_spec(ssh_public_key="ssh-ed25519 AAAA test")
     obj = build_terraform_object(spec)
