@@ -48,16 +48,16 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
                 and len(graphql_request.query) <= settings.max_query_bytes
                 and is_introspection_only(graphql_request.query, settings.max_tokens)
             ):
-                return Context.create(runtime.services, None)
+                return Context.create(runtime.services, None, schema_public=True)
             observability.unauthenticated()
             raise RequestError(401, str(error), {"WWW-Authenticate": CHALLENGE}) from None
         except IssuerUnavailable as error:
             raise RequestError(503, str(error), {"Retry-After": "5"}) from None
         bind_sub(principal.sub)
-        return Context.create(runtime.services, principal)
+        return Context.create(runtime.services, principal, schema_public=settings.public_introspection)
 
     async def websocket_context(_: WebSocket) -> Context:
-        return Context.create(runtime.services, None)
+        return Context.create(runtime.services, None, schema_public=settings.public_introspection)
 
     graphql_http = GraphQLHTTP(
         schema, http_context, body_limit=settings.max_body_bytes, graphiql=settings.graphiql

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.health import Readiness, database_check
 from gateway.settings import DEV_DIR, Settings
 from schema.limits import DocumentLimits
-from services.auth.dev_issuer import DevIssuer
+from services.auth.dev_issuer import DEV_ORG_ID, DevIssuer
 from services.auth.jwks import KeySetCache
-from services.auth.permissions import DEFAULT_POLICY
+from services.auth.permissions import DEFAULT_POLICY, Policy, with_schema_discovery
 from services.auth.tokens import TokenVerifier
 from services.catalog import Catalog
 from services.container import PageLimits, Services
@@ -186,8 +186,8 @@ async def build_runtime(
         issuer=DEV_ISSUER if settings.dev_mode else settings.oidc_issuer,
         audiences=[DEV_PROJECT_ID] if settings.dev_mode else settings.audiences,
         project_id=DEV_PROJECT_ID if settings.dev_mode else settings.oidc_project_id,
-        policy=settings.rbac_policy or DEFAULT_POLICY,
-        admin_org_id=settings.oidc_admin_org_id,
+        policy=policy_of(settings),
+        admin_org_id=admin_org_of(settings),
         algorithms=settings.oidc_algorithms,
         leeway=settings.oidc_leeway_seconds,
         max_token_bytes=settings.oidc_max_token_bytes,
@@ -204,6 +204,21 @@ async def build_runtime(
         runner=runner,
         dev_issuer=issuer,
     )
+
+
+def policy_of(settings: Settings) -> Policy:
+    """The role table in force. Dev mode lets every role discover the schema (GraphiQL's docs and
+    suggestions are what a developer trying the gateway out needs)."""
+    policy = settings.rbac_policy or DEFAULT_POLICY
+    return with_schema_discovery(policy) if settings.dev_mode else policy
+
+
+def admin_org_of(settings: Settings) -> str | None:
+    """The org whose admins cross orgs; None: nobody does. Dev mode names its issuer's default org,
+    so the printed admin token still sees every org, while `token --org other` makes an org admin."""
+    if settings.oidc_admin_org_id:
+        return settings.oidc_admin_org_id
+    return DEV_ORG_ID if settings.dev_mode else None
 
 
 def document_limits(settings: Settings) -> DocumentLimits:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from gateway.settings import Settings, SettingsError, load_settings
-from gateway.startup import StartupError, check_revision, migrate
+from gateway.startup import StartupError, check_revision, cross_org_warning, migrate
 from services.kubernetes.cluster import ClusterError
 
 
@@ -93,6 +94,9 @@ def run_server(settings: Settings) -> None:
     from gateway.serving import serve_all, servers
 
     configure_logging(format=settings.logs_as, level=settings.log_level)
+    warning = cross_org_warning(settings)
+    if warning:
+        logging.getLogger("gateway.startup").warning(warning)
 
     async def main() -> None:
         try:

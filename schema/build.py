@@ -20,6 +20,7 @@ from resolvers.me import resolve_me
 from resolvers.mutations import create_instance, delete_instance, retry_instance, sync_instances
 from resolvers.subscriptions import instance_status_changed, instance_status_changes
 from schema.context import Context
+from schema.discovery import DiscoveryAwareExecution, SchemaDiscovery
 from schema.errors import is_public
 from schema.limits import DocumentLimits, extensions
 from schema.multiplex import Multiplexer, is_subscription
@@ -150,7 +151,9 @@ class GatewaySchema(strawberry.Schema):
             return await run(context_value=context_value)
         assert isinstance(context_value, Context)
         # The group runs with a context of its own: the first member's socket may close long before.
-        shared = Context.create(context_value.services, context_value.principal)
+        shared = Context.create(
+            context_value.services, context_value.principal, schema_public=context_value.schema_public
+        )
         assert self.multiplexer is not None  # a share key is only made when there is one
         return await self.multiplexer.join(key, lambda: run(context_value=shared))
 
@@ -197,7 +200,14 @@ def build_schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=[*observers, *extensions(limits or DocumentLimits()), lambda: DeniedMutations(guarded)],
+        # SchemaDiscovery after the limits: it must see what their validation cache answered.
+        extensions=[
+            *observers,
+            *extensions(limits or DocumentLimits()),
+            SchemaDiscovery,
+            lambda: DeniedMutations(guarded),
+        ],
+        execution_context_class=DiscoveryAwareExecution,
     )
     guarded.update(mutation_permissions(schema))
     if share_subscriptions is not None:

@@ -65,12 +65,16 @@ class Context:
     # A websocket connection's socket and the timer that closes it when its token expires.
     websocket: Any = field(default=None)
     expiry: asyncio.Task[None] | None = field(default=None)
+    # The deployment made the schema public (OPENCSP_PUBLIC_INTROSPECTION): see `schema.discovery`.
+    schema_public: bool = field(default=False)
 
     @classmethod
-    def create(cls, services: Services, principal: Principal | None) -> Context:
+    def create(
+        cls, services: Services, principal: Principal | None, *, schema_public: bool = False
+    ) -> Context:
         """No principal (public introspection) sees no rows at all."""
         visibility = visibility_of(principal) if principal is not None else Visibility()
-        return cls(services=services, principal=principal, visibility=visibility)
+        return cls(services=services, principal=principal, visibility=visibility, schema_public=schema_public)
 
     @property
     def loaders(self) -> Loaders:

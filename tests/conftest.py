@@ -72,11 +72,13 @@ async def issuer(tmp_path: Path) -> AsyncIterator[Issuer]:
 
 @pytest.fixture
 def settings(database_url: str, issuer: Issuer) -> Settings:
+    """`org-a` is the admin org, so its admins cross orgs (without one, nobody does)."""
     return Settings(  # type: ignore[call-arg]
         database_url=database_url,
         oidc_issuer=issuer.server.issuer,
         oidc_project_id=PROJECT,
         oidc_jwks_url=issuer.server.jwks_url,
+        oidc_admin_org_id=ORG,
         _env_file=None,
     )
 
@@ -139,7 +141,7 @@ async def anonymous(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def client(app: Starlette, issuer: Issuer) -> AsyncIterator[httpx.AsyncClient]:
-    """A client with an admin's token of org `org-a` (sees every instance)."""
+    """A client with an admin's token of org `org-a`, the admin org (sees every instance)."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://gateway", headers=issuer.headers("admin")

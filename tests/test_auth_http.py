@@ -300,7 +300,10 @@ async def test_public_endpoints_need_no_token(anonymous: httpx.AsyncClient, runt
 async def test_introspection_needs_a_token_by_default(anonymous: httpx.AsyncClient, issuer: Issuer) -> None:
     response = await anonymous.post("/graphql", json={"query": INTROSPECTION})
     assert_unauthenticated(response, "a bearer token is required", "introspection")
-    allowed = await anonymous.post("/graphql", json={"query": INTROSPECTION}, headers=issuer.headers(None))
+    # With a token, introspection is a permission of its own (tests/test_discovery.py).
+    allowed = await anonymous.post(
+        "/graphql", json={"query": INTROSPECTION}, headers=issuer.headers("operator")
+    )
     assert allowed.json() == {"data": {"__schema": {"queryType": {"name": "Query"}}}}
 
 

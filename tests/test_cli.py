@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
+from gateway.settings import Settings
+from gateway.startup import cross_org_warning
 from schema.build import schema_sdl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +113,28 @@ def test_serve_refuses_an_unmigrated_database_and_migrate_fixes_it(tmp_path: Pat
     assert "newest revision" in migrated.stdout
 
 
+@pytest.mark.parametrize(("extra", "warns"), [({}, True), ({"OPENCSP_OIDC_ADMIN_ORG_ID": "platform"}, False)])
+def test_serve_warns_once_when_admin_all_orgs_has_no_admin_org(
+    tmp_path: Path, extra: dict[str, str], warns: bool
+) -> None:
+    database = f"sqlite+aiosqlite:///{tmp_path}/gw.db"
+    # A kubeconfig that does not exist: serve stops where it reaches for the cluster, after start-up.
+    kubeconfig = str(tmp_path / "none")
+    env = {**SERVE_ENV, "OPENCSP_DATABASE_URL": database, "OPENCSP_KUBECONFIG": kubeconfig, **extra}
+    assert run("migrate", env=env, cwd=tmp_path).returncode == 0
+    result = run("serve", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot load Kubernetes configuration" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "OPENCSP_OIDC_ADMIN_ORG_ID" in line]
+    if not warns:
+        assert lines == []
+        return
+    assert len(lines) == 1
+    record = orjson.loads(lines[0])
+    assert (record["level"], record["logger"]) == ("WARNING", "gateway.startup")
+    assert "grants admin:all-orgs but OPENCSP_OIDC_ADMIN_ORG_ID is unset" in record["message"]
+
+
 def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
     result = run(
         "migrate", env={"OPENCSP_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/x"}, cwd=tmp_path
@@ -144,3 +169,15 @@ def test_dev_mode_refuses_postgresql(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "dev mode runs on its own SQLite file" in result.stderr
+
+
+def test_the_cross_org_warning_names_every_role_that_grants_it() -> None:
+    base = {"oidc_issuer": "https://issuer.example", "_env_file": None}
+    assert cross_org_warning(Settings(**base)) is not None  # type: ignore[arg-type]
+    assert cross_org_warning(Settings(**base, oidc_admin_org_id="platform")) is None  # type: ignore[arg-type]
+    quiet = Settings(**base, rbac_policy='{"admin": ["instance:read", "admin:sync"]}')  # type: ignore[arg-type]
+    assert cross_org_warning(quiet) is None
+    loud = Settings(**base, rbac_policy='{"root": ["admin:all-orgs"], "ops": ["admin:all-orgs"], "v": []}')  # type: ignore[arg-type]
+    assert (cross_org_warning(loud) or "").startswith("role ops, root grants admin:all-orgs")
+    # Dev mode makes its issuer's org the admin org, so its admin token still crosses orgs.
+    assert cross_org_warning(Settings(dev_mode=True, _env_file=None)) is None  # type: ignore[call-arg]

@@ -19,9 +19,9 @@ from tests.support.servers import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def dev_token(cwd: Path, role: str) -> str:
+def dev_token(cwd: Path, role: str, *options: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-c", "from gateway.cli import main; main()", "token", "--role", role],
+        [sys.executable, "-c", "from gateway.cli import main; main()", "token", "--role", role, *options],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -143,3 +143,21 @@ def test_dev_shows_failure_and_retry(dev_server: str, tmp_path: Path) -> None:
         assert failed["statusReason"] == reason
         assert graphql(dev_server, token, retry, id=instance_id)["retryInstance"]["userErrors"] == []
         wait_for(dev_server, token, instance_id, "ACTIVE")
+
+
+def test_dev_lets_every_role_discover_the_schema_and_its_admin_cross_orgs(
+    dev_server: str, tmp_path: Path
+) -> None:
+    me = "{ me { orgId permissions } }"
+    for role in ("viewer", "user", "operator", "admin"):
+        token = dev_token(tmp_path, role)
+        assert "schema:introspect" in graphql(dev_server, token, me)["me"]["permissions"], role
+        schema = graphql(dev_server, token, "{ __schema { queryType { name } } }")
+        assert schema == {"__schema": {"queryType": {"name": "Query"}}}, role
+    # Dev mode's own org is its admin org: the printed admin token crosses orgs, another org's does not.
+    admin = graphql(dev_server, dev_token(tmp_path, "admin"), me)["me"]
+    assert admin["orgId"] == "dev-org"
+    assert "admin:all-orgs" in admin["permissions"]
+    elsewhere = graphql(dev_server, dev_token(tmp_path, "admin", "--org", "elsewhere"), me)["me"]
+    assert elsewhere["orgId"] == "elsewhere"
+    assert "admin:all-orgs" not in elsewhere["permissions"]

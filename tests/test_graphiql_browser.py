@@ -54,7 +54,8 @@ async def test_graphiql_shows_a_live_subscription(
 ) -> None:
     node = shutil.which("node")
     assert node, "Node.js is needed; `make test` installs the packages in tests/node"
-    token = issuer.token("viewer")
+    # GraphiQL loads the schema by introspection, which needs schema:introspect (operator, admin).
+    token = issuer.token("operator")
     process = await asyncio.create_subprocess_exec(
         node,
         str(SCRIPT),

@@ -375,6 +375,45 @@ async def test_the_admin_org_setting_confines_other_orgs_admins(
         }
 
 
+@pytest.mark.parametrize("admin_org", [None, "", "platform"])
+async def test_without_the_admin_org_an_admin_acts_in_its_own_org_only(
+    make_app: AppFactory, issuer: Issuer, instances: dict[str, str], admin_org: str | None
+) -> None:
+    """Fail closed: unset (as the shipped configmaps leave it), empty or another org: org-b's admin stays."""
+    app = await make_app(oidc_admin_org_id=admin_org)
+    org_b_admin = issuer.headers("admin", sub="b-admin", org="org-b")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        listed = (await post(client, org_b_admin, LIST["query"])).json()
+        assert listed == {"data": {"instances": {"nodes": [full_view("b1")]}}}
+        for name in ("a1", "a2"):  # org-a's instances, IP addresses included, stay hidden
+            hidden = (await post(client, org_b_admin, ONE, id=instances[name])).json()
+            assert hidden == {"data": {"instance": None}}
+            deleted = (await post(client, org_b_admin, DELETE, id=instances[name])).json()
+            assert deleted == {"data": {"deleteInstance": {"instance": None, "userErrors": [NOT_FOUND]}}}
+        # `me` says what the checks do: admin:all-orgs is not among its permissions.
+        me = (await post(client, org_b_admin, ME)).json()["data"]["me"]
+        assert me["permissions"] == sorted(DEFAULT_POLICY["admin"] - {"admin:all-orgs"})
+        # Its own org's business is unchanged.
+        assert (await post(client, org_b_admin, ONE, id=instances["b1"])).json() == {
+            "data": {"instance": full_view("b1")}
+        }
+
+
+async def test_the_admin_org_admin_crosses_orgs(
+    make_app: AppFactory, issuer: Issuer, instances: dict[str, str]
+) -> None:
+    app = await make_app(oidc_admin_org_id="org-b")
+    org_b_admin = issuer.headers("admin", sub="b-admin", org="org-b")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        listed = (await post(client, org_b_admin, LIST["query"])).json()
+        assert listed == {"data": {"instances": {"nodes": [full_view(n) for n in ("b1", "a2", "a1")]}}}
+        me = (await post(client, org_b_admin, ME)).json()["data"]["me"]
+        assert me["permissions"] == sorted(DEFAULT_POLICY["admin"])
+        # org-a's admin is now an admin of org-a only.
+        org_a_admin = (await post(client, issuer.headers("admin"), "{ instances { nodes { name } } }")).json()
+        assert org_a_admin == {"data": {"instances": {"nodes": [{"name": "a2"}, {"name": "a1"}]}}}
+
+
 async def test_a_role_granted_in_another_org_counts_only_there(
     anonymous: httpx.AsyncClient, issuer: Issuer, instances: dict[str, str]
 ) -> None:

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 KEY_FILE = "dev-issuer-key.json"
 ALGORITHM = "RS256"
+DEV_ORG_ID = "dev-org"
+"""The org of dev tokens unless `--org` says otherwise; dev mode makes it its admin org."""
 
 
 class DevIssuer:
@@ -38,7 +40,7 @@ class DevIssuer:
         directory: Path,
         issuer: str,
         project_id: str,
-        org_id: str = "dev-org",
+        org_id: str = DEV_ORG_ID,
         org_domain: str = "dev.localhost",
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -29,6 +29,8 @@ ADMIN_ALL_ORGS = "admin:all-orgs"
 """Act in every org with the permissions held in one's own org (see `principal_from_claims`)."""
 ADMIN_SYNC = "admin:sync"
 QUOTA_READ_ORG = "quota:read:org"
+SCHEMA_INTROSPECT = "schema:introspect"
+"""Introspect the schema and get "Did you mean …" suggestions in errors (see `schema.discovery`)."""
 
 ALL_PERMISSIONS: frozenset[str] = frozenset(
     {
@@ -43,6 +45,7 @@ ALL_PERMISSIONS: frozenset[str] = frozenset(
         ADMIN_ALL_ORGS,
         ADMIN_SYNC,
         QUOTA_READ_ORG,
+        SCHEMA_INTROSPECT,
     }
 )
 
@@ -51,7 +54,16 @@ Policy = Mapping[str, frozenset[str]]
 
 _VIEWER = frozenset({INSTANCE_READ, INSTANCE_READ_ORG})
 _USER = frozenset({INSTANCE_READ, INSTANCE_READ_NETWORK, INSTANCE_CREATE, INSTANCE_DELETE})
-_OPERATOR = _VIEWER | _USER | {INSTANCE_READ_INTERNALS, INSTANCE_DELETE_ORG, INSTANCE_RETRY}
+_OPERATOR = (
+    _VIEWER
+    | _USER
+    | {
+        INSTANCE_READ_INTERNALS,
+        INSTANCE_DELETE_ORG,
+        INSTANCE_RETRY,
+        SCHEMA_INTROSPECT,
+    }
+)
 _ADMIN = _OPERATOR | {ADMIN_ALL_ORGS, ADMIN_SYNC, QUOTA_READ_ORG}
 
 DEFAULT_POLICY: Policy = {"viewer": _VIEWER, "user": _USER, "operator": _OPERATOR, "admin": _ADMIN}
@@ -94,6 +106,11 @@ def parse_policy(value: str | bytes | Mapping[str, object]) -> Policy:
             granted.add(permission)
         policy[role] = frozenset(granted)
     return policy
+
+
+def with_schema_discovery(policy: Policy) -> Policy:
+    """`policy` with `schema:introspect` added to every role (dev mode's table)."""
+    return {role: permissions | {SCHEMA_INTROSPECT} for role, permissions in policy.items()}
 
 
 def permissions_for(roles: Iterable[str], policy: Policy) -> frozenset[str]:

@@ -4,11 +4,12 @@ ZITADEL grants roles per org: its role claims read `{"<role>": {"<orgId>": "<org
 counts only in the orgs it names. So a `Principal` keeps permissions per org, and a check names the org
 it is about (by default the caller's own org, `urn:zitadel:iam:user:resourceowner:id`).
 
-`admin:all-orgs` is the one permission that crosses orgs. It is honoured only when held in the
-caller's own org (and, if an admin org is configured, only when that org is the admin org); then the
-caller may use, in every org, the permissions it holds in its own org. A role granted to the caller
-by some other org never reaches beyond that org: a customer org's managers cannot mint platform
-admins, whether by granting `admin` to an outsider or, with an admin org configured, to their own users.
+`admin:all-orgs` is the one permission that crosses orgs. It is honoured only when an admin org is
+configured and the caller's own org is that org, and the permission is held there; then the caller may
+use, in every org, the permissions it holds in its own org. It fails closed: with no admin org
+configured nobody crosses orgs, and an `admin` acts in its own org only. So a customer org's managers
+cannot mint platform admins, whether by granting `admin` to an outsider (a role granted by some other
+org never reaches beyond that org) or to their own users.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class Principal:
         grants = {org: permissions_for(org_roles, policy) for org, org_roles in roles.items()}
         grants = {org: perms for org, perms in grants.items() if perms}
         home = grants.get(org_id, _EMPTY)
-        crosses_orgs = ADMIN_ALL_ORGS in home and (admin_org_id is None or org_id == admin_org_id)
+        crosses_orgs = ADMIN_ALL_ORGS in home and bool(admin_org_id) and org_id == admin_org_id
         if ADMIN_ALL_ORGS in home and not crosses_orgs:
             # Inert outside the admin org: leave it out, so `me` and every check say the same thing.
             home = home - {ADMIN_ALL_ORGS}

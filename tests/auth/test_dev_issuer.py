@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.auth.dev_issuer import KEY_FILE, DevIssuer
+from services.auth.dev_issuer import DEV_ORG_ID, KEY_FILE, DevIssuer
 from services.auth.errors import InvalidToken
 from services.auth.jwks import KeySetCache
 from services.auth.permissions import ADMIN_ALL_ORGS, INSTANCE_CREATE, INSTANCE_READ_INTERNALS
@@ -29,7 +29,12 @@ async def test_round_trip_over_http(
     server.jwks = issuer.jwks()
     async with KeySetCache(issuer=server.issuer, http=http, clock=clock) as keys:
         verifier = TokenVerifier(
-            keys=keys, issuer=server.issuer, audiences=PROJECT, project_id=PROJECT, clock=clock
+            keys=keys,
+            issuer=server.issuer,
+            audiences=PROJECT,
+            project_id=PROJECT,
+            clock=clock,
+            admin_org_id=DEV_ORG_ID,  # as dev mode configures it
         )
         admin = await verifier.verify(issuer.issue("admin", sub="root", name="Root", email="root@dev"))
         assert (admin.sub, admin.name, admin.email, admin.org_id) == ("root", "Root", "root@dev", "dev-org")

@@ -34,6 +34,7 @@ TABLE = {
         p.INSTANCE_DELETE,
         p.INSTANCE_DELETE_ORG,
         p.INSTANCE_RETRY,
+        p.SCHEMA_INTROSPECT,
     },
 }
 TABLE["admin"] = TABLE["operator"] | {p.ADMIN_ALL_ORGS, p.ADMIN_SYNC, p.QUOTA_READ_ORG}
@@ -56,13 +57,17 @@ def test_permission_constants_are_the_designed_strings() -> None:
         "admin:all-orgs",
         "admin:sync",
         "quota:read:org",
+        "schema:introspect",
     } == p.ALL_PERMISSIONS
 
 
 @pytest.mark.parametrize("role", sorted(TABLE))
 def test_each_default_role_in_own_org(role: str) -> None:
     principal = principal_from_claims(
-        claims({role: {"org-a": "a.example"}}), project_id=PROJECT, policy=DEFAULT_POLICY
+        claims({role: {"org-a": "a.example"}}),
+        project_id=PROJECT,
+        policy=DEFAULT_POLICY,
+        admin_org_id="org-a",
     )
     assert DEFAULT_POLICY[role] == TABLE[role]
     assert principal.permissions == TABLE[role]
@@ -109,13 +114,32 @@ def test_only_our_projects_specific_claim_counts() -> None:
     assert principal_from_claims(raw, project_id=PROJECT, policy=DEFAULT_POLICY).permissions == frozenset()
 
 
-def test_admin_in_own_org_acts_in_every_org() -> None:
+def test_admin_of_the_admin_org_acts_in_every_org() -> None:
     principal = principal_from_claims(
-        claims({"admin": {"org-a": "a.example"}}), project_id=PROJECT, policy=DEFAULT_POLICY
+        claims({"admin": {"org-a": "a.example"}}),
+        project_id=PROJECT,
+        policy=DEFAULT_POLICY,
+        admin_org_id="org-a",
     )
     assert principal.all_orgs
     assert principal.has(p.INSTANCE_DELETE_ORG, "org-z")
     assert principal.permissions_in("org-z") == TABLE["admin"]
+
+
+@pytest.mark.parametrize("admin_org_id", [None, ""])
+def test_without_an_admin_org_nobody_crosses_orgs(admin_org_id: str | None) -> None:
+    # Fail closed: an unset (or empty) OPENCSP_OIDC_ADMIN_ORG_ID must not make every org's admin global.
+    principal = principal_from_claims(
+        claims({"admin": {"org-a": "a.example"}}),
+        project_id=PROJECT,
+        policy=DEFAULT_POLICY,
+        admin_org_id=admin_org_id,
+    )
+    assert not principal.all_orgs
+    assert principal.global_permissions == frozenset()
+    assert principal.permissions == TABLE["admin"] - {p.ADMIN_ALL_ORGS}
+    assert principal.has(p.INSTANCE_READ_NETWORK)
+    assert not any(principal.has(permission, "org-z") for permission in p.ALL_PERMISSIONS)
 
 
 def test_admin_granted_by_a_foreign_org_stays_there() -> None:
