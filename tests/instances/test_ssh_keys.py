@@ -67,7 +67,10 @@ GOOD: list[tuple[str, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("pasted", "key_type", "comment"), GOOD)
+# Ids by position and type: the keys are made per run, and pytest-xdist workers must collect the same ids.
+@pytest.mark.parametrize(
+    ("pasted", "key_type", "comment"), GOOD, ids=[f"{n}-{row[1]}" for n, row in enumerate(GOOD)]
+)
 def test_accepted_keys_are_reserialised_from_their_parsed_form(
     pasted: str, key_type: str, comment: str
 ) -> None:

@@ -38,6 +38,10 @@ def b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# A fixed id: parameters are test ids, which every pytest-xdist worker must collect alike.
+SOME_ID = uuid.UUID("6f1c1b2e-3f7a-4a8e-9a51-0c7d2b1e4f60")
+
+
 @pytest.mark.parametrize(
     "cursor",
     [
@@ -46,12 +50,12 @@ def b64(raw: bytes) -> str:
         "bm90LWEtY3Vyc29y",  # "not-a-cursor"
         "!!!",
         b64(b"\xff\xfe|x"),  # not UTF-8
-        b64(f"2026-01-01T00:00:00|{uuid.uuid4()}".encode()),  # a naive timestamp is not one we made
-        b64(f"2026-13-01T00:00:00+00:00|{uuid.uuid4()}".encode()),
+        b64(f"2026-01-01T00:00:00|{SOME_ID}".encode()),  # a naive timestamp is not one we made
+        b64(f"2026-13-01T00:00:00+00:00|{SOME_ID}".encode()),
         b64(b"2026-01-01T00:00:00+00:00|not-a-uuid"),
         b64(b"2026-01-01T00:00:00+00:00"),  # no id
-        b64(f"|{uuid.uuid4()}".encode()),
-        encode_cursor(datetime(2026, 1, 1, tzinfo=UTC), uuid.uuid4())[:-3],  # truncated
+        b64(f"|{SOME_ID}".encode()),
+        encode_cursor(datetime(2026, 1, 1, tzinfo=UTC), SOME_ID)[:-3],  # truncated
     ],
 )
 def test_garbage_and_tampered_cursors_are_refused(cursor: str) -> None:
