@@ -46,6 +46,7 @@ schema: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.query_list
+	$(BIN)/python -m benchmarks.documents
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) tests/node/node_modules .opencsp .pytest_cache .mypy_cache .ruff_cache

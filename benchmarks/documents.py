@@ -12,7 +12,7 @@ accepts each (no validation error), and prints:
 - the parsed-document weight estimate against tracemalloc's figure for the densest accepted document.
 
     python -m benchmarks.documents            # ~1 minute on 2 shared cores
-    python benchmarks/documents.py --smoke    # a few runs: proves the script runs
+    python -m benchmarks.documents --smoke    # a few runs: proves the script runs
 
 Exit status: 0 when every shape was accepted as expected, 1 otherwise (no timing decides it).
 """
@@ -20,28 +20,23 @@ Exit status: 0 when every shape was accepted as expected, 1 otherwise (no timing
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import itertools
 import logging
 import os
 import statistics
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import strawberry
+from graphql import parse, specified_rules, validate
 
-from graphql import parse, specified_rules, validate  # noqa: E402
-
-from schema.build import build_schema  # noqa: E402
-from schema.document_cache import TOKEN_BYTES, document_weight, parsed_cache  # noqa: E402
-from schema.document_cost import measure  # noqa: E402
-from schema.limits import DocumentLimits  # noqa: E402
+from benchmarks.support import Failed, finish, rss_kib
+from schema.build import build_schema
+from schema.document_cache import TOKEN_BYTES, document_weight, parsed_cache
+from schema.document_cost import measure
+from schema.limits import DocumentLimits
 
 LIMITS = DocumentLimits()
 GOAL_MS = 50.0
@@ -129,7 +124,7 @@ def check(name: str, document: str) -> None:
         f"  directives {cost.directives:>2}"
     )
     if not within:
-        raise SystemExit(f"{name}: the shape is not within the default limits")
+        raise Failed(f"{name}: the shape is not within the default limits")
 
 
 def first_operation(document: str) -> str | None:
@@ -137,28 +132,24 @@ def first_operation(document: str) -> str | None:
     return document[start + 6 : document.index(" ", start + 6)] if start >= 0 else None
 
 
-async def run_once(schema: object, document: str) -> tuple[float, float]:
+async def run_once(schema: strawberry.Schema, document: str) -> tuple[float, float]:
     """CPU and wall milliseconds. CPU time is the figure: on a shared machine, wall time also counts
     the other processes' turns on the cores, not work this document makes."""
-    from strawberry import Schema
-
-    assert isinstance(schema, Schema)
     cpu, wall = time.thread_time(), time.perf_counter()
     result = await schema.execute(document, operation_name=first_operation(document))
     elapsed = ((time.thread_time() - cpu) * 1000, (time.perf_counter() - wall) * 1000)
     # Accepted: whatever failed, failed while executing (a path), not in validation.
     refused = [error for error in result.errors or () if not error.path]
     if refused:
-        raise SystemExit(f"refused: {refused[0].message}")
+        raise Failed(f"refused: {refused[0].message}")
     return elapsed
 
 
 def rss_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return rss_kib(os.getpid()) / 1024
 
 
-async def main_async(runs: int, documents: int) -> int:
+async def main_async(runs: int, documents: int) -> None:
     logging.disable(logging.CRITICAL)  # the fields fail for want of a principal: that is expected
     schema = build_schema(LIMITS)
     tags = (f"t{n}" for n in itertools.count())
@@ -226,7 +217,6 @@ async def main_async(runs: int, documents: int) -> int:
     tracemalloc.stop()
     estimated = document_weight(densest, parsed)
     print(f"  998 siblings: measured {measured / 1024:.0f} KiB, estimated {estimated / 1024:.0f} KiB")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -237,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.runs, args.documents = 3, 50
-    return asyncio.run(main_async(args.runs, args.documents))
+    return finish("documents", main_async(args.runs, args.documents))
 
 
 if __name__ == "__main__":
