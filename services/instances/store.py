@@ -24,7 +24,7 @@ from services.db.models import InstanceEventRow, InstanceRow, utcnow
 from services.instances.ports import EventPublisher
 from services.instances.reading import INSTANCE_COLUMNS
 from services.instances.records import InstanceRecord, StatusChanged
-from services.instances.states import FINAL_STATUSES, LIVE_STATUSES, InstanceStatus, Transition
+from services.instances.states import LIVE_STATUSES, UNFINISHED_STATUSES, InstanceStatus, Transition
 
 CAS_ATTEMPTS = 8
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class InstanceStore:
         """Instances the lifecycle still owes a step: what start-up reconciles."""
         query = (
             select(*INSTANCE_COLUMNS)
-            .where(InstanceRow.status.not_in(sorted(FINAL_STATUSES)))
+            .where(InstanceRow.status.in_(sorted(UNFINISHED_STATUSES)))
             .order_by(InstanceRow.created_at)
         )
         async with self._engine.connect() as connection:
