@@ -40,7 +40,8 @@ from gateway.cli import loop_factory
 from gateway.settings import load_settings
 from migrations.runner import upgrade
 from services.db.engine import make_engine, make_sessionmaker
-from services.db.models import Instance, InstanceStatus
+from services.db.models import InstanceRow
+from services.instances.states import InstanceStatus
 from tests.support.databases import database
 from tests.support.documents import CREATE, LIFECYCLE
 from tests.support.factories import insert_instances, instance_row
@@ -262,8 +263,8 @@ def check_page(status: int, content: bytes) -> list[dict[str, Any]]:
 
 # What a hand-written endpoint would run: the 12 columns of the newest page, nothing else.
 BASELINE_SELECT = (
-    select(*[getattr(Instance, column) for column in FIELDS.values()])
-    .order_by(Instance.created_at.desc(), Instance.id.desc())
+    select(*[getattr(InstanceRow, column) for column in FIELDS.values()])
+    .order_by(InstanceRow.created_at.desc(), InstanceRow.id.desc())
     .limit(PAGE_SIZE)
 )
 

@@ -25,7 +25,7 @@ from services.events.bus import EventBus, InProcessBus
 from services.events.hub import Hub
 from services.events.postgres_bus import PostgresBus
 from services.instances.configuration import Configuration, ConfigurationSettings
-from services.instances.internals import Internals
+from services.instances.internals import InternalsReader
 from services.instances.lifecycle import Lifecycle, Quotas
 from services.instances.ports import Cluster, TaskRunner
 from services.instances.provisioning import Provisioning, TerraformSettings
@@ -177,7 +177,7 @@ async def build_runtime(
         catalog=catalog,
         instances=InstanceReader(make_sessionmaker(engine)),
         lifecycle=lifecycle,
-        internals=Internals(provisioning, configuration),
+        internals=InternalsReader(provisioning, configuration),
         hub=Hub(bus, store.recorded_change, mailbox_limit=settings.subscription_backlog_limit),
         page_limits=PageLimits(default=settings.default_page_size, maximum=settings.max_page_size),
     )

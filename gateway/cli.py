@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.startup import StartupError, check_revision, cross_org_warning, migrate
-from services.kubernetes.cluster import ClusterError
+from services.kubernetes.errors import ClusterError
 
 
 def fail(message: str) -> NoReturn:

@@ -8,7 +8,7 @@ from resolvers.instances import parse_id
 from schema.context import Context
 from schema.types import CreateInstanceInput, Instance, InstancePayload, SyncReport, UserError
 from services.auth.principal import Principal
-from services.instances.lifecycle import NOT_FOUND, Outcome
+from services.instances.lifecycle import NOT_FOUND, ActionResult
 from services.instances.policy import CreateRequest
 
 
@@ -18,7 +18,7 @@ def _principal(info: strawberry.Info[Context, None]) -> Principal:
     return principal
 
 
-def _payload(outcome: Outcome) -> InstancePayload:
+def _payload(outcome: ActionResult) -> InstancePayload:
     return InstancePayload(
         instance=Instance.from_record(outcome.instance) if outcome.instance else None,
         user_errors=[UserError(field=e.field, message=e.message, code=e.code) for e in outcome.errors],
@@ -26,7 +26,7 @@ def _payload(outcome: Outcome) -> InstancePayload:
 
 
 def _not_found() -> InstancePayload:
-    return _payload(Outcome(errors=[NOT_FOUND]))
+    return _payload(ActionResult(errors=[NOT_FOUND]))
 
 
 async def create_instance(

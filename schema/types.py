@@ -11,10 +11,10 @@ from schema.permissions import requires
 from services.auth.permissions import INSTANCE_READ_INTERNALS, INSTANCE_READ_NETWORK
 from services.catalog import Flavor as FlavorModel
 from services.catalog import Image as ImageModel
-from services.db.models import InstanceStatus as InstanceStatusValue
 from services.instances.reading import Page
 from services.instances.reasons import public_reason, sentence
 from services.instances.records import InstanceEventRecord, InstanceRecord
+from services.instances.states import InstanceStatus as InstanceStatusValue
 
 InstanceStatus = strawberry.enum(
     InstanceStatusValue,

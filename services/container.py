@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from services.catalog import Catalog
 from services.events.hub import Hub
-from services.instances.internals import Internals
+from services.instances.internals import InternalsReader
 from services.instances.lifecycle import Lifecycle
 from services.instances.reading import InstanceReader
 
@@ -22,6 +22,6 @@ class Services:
     catalog: Catalog
     instances: InstanceReader
     lifecycle: Lifecycle
-    internals: Internals
+    internals: InternalsReader
     hub: Hub
     page_limits: PageLimits

@@ -161,3 +161,43 @@ def test_dev_lets_every_role_discover_the_schema_and_its_admin_cross_orgs(
     elsewhere = graphql(dev_server, dev_token(tmp_path, "admin", "--org", "elsewhere"), me)["me"]
     assert elsewhere["orgId"] == "elsewhere"
     assert "admin:all-orgs" not in elsewhere["permissions"]
+
+
+DEV_WIRING = """
+import asyncio, os, sys
+import gateway.cli, gateway.dev
+from gateway.app import create_app
+from gateway.bootstrap import build_runtime
+from gateway.settings import DEV_DIR
+from gateway.startup import migrate
+
+async def main():
+    os.makedirs(DEV_DIR, exist_ok=True)
+    settings = gateway.dev.dev_settings()
+    await migrate(settings)
+    runtime = await build_runtime(settings)
+    create_app(runtime)
+    await runtime.start(background=False)
+    await runtime.aclose()
+
+asyncio.run(main())
+print(sorted(name for name in sys.modules if name.startswith(("kubernetes", "services.kubernetes"))))
+"""
+
+
+def test_dev_mode_does_not_load_the_kubernetes_client(tmp_path: Path) -> None:
+    """Dev mode wires the simulated cluster: the Kubernetes client is never imported, as `dev` runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCSP_")}
+    result = subprocess.run(
+        [sys.executable, "-c", DEV_WIRING],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    loaded = result.stdout.strip().splitlines()[-1]
+    assert "services.kubernetes.errors" in loaded  # the wiring did load the cluster side of the domain
+    assert "kubernetes_asyncio" not in loaded
+    assert "services.kubernetes.cluster" not in loaded

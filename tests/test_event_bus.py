@@ -19,12 +19,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.db.models import InstanceStatus
 from services.events.bus import EventBus, InProcessBus
 from services.events.hub import Hub, Mailbox, StatusUpdate, SubscriptionClosed
-from services.events.model import StatusChanged
 from services.events.postgres_bus import APPLICATION_NAME, PostgresBus
-from services.instances.records import InstanceRecord
+from services.instances.records import InstanceRecord, StatusChanged
+from services.instances.states import InstanceStatus, Transition
 from services.instances.store import InstanceStore
 from services.instances.visibility import Visibility
 from tests.support.factories import insert_instances, instance_row
@@ -96,7 +95,8 @@ async def pending_instance(engine: AsyncEngine, index: int = 0) -> uuid.UUID:
 
 async def step(store: InstanceStore, instance_id: uuid.UUID, to: InstanceStatus, reason: str = "ok") -> None:
     before = STEPS[STEPS.index(to) - 1]
-    record = await store.transition(instance_id, to=to, allowed_from={before}, actor="test", reason=reason)
+    move = Transition(f"test: {before} to {to}", to, frozenset({before}))
+    record = await store.transition(instance_id, move, actor="test", reason=reason)
     assert record is not None
     assert record.status is to
 

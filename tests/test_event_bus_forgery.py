@@ -20,8 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import create_app
 from gateway.bootstrap import Runtime
-from services.db.models import InstanceEvent, InstanceStatus
+from services.db.models import InstanceEventRow
 from services.events.postgres_bus import CHANNEL, PostgresBus
+from services.instances.states import InstanceStatus
 from services.instances.store import InstanceStore
 from tests.conftest import Issuer
 from tests.support.databases import postgres_database
@@ -74,9 +75,9 @@ async def test_a_forged_notify_reaches_nobody_who_may_not_see_the_instance(
             async with runtime.engine.connect() as connection:
                 first_event = (
                     await connection.execute(
-                        select(InstanceEvent.id)
-                        .where(InstanceEvent.instance_id == uuid.UUID(victim))
-                        .order_by(InstanceEvent.id)
+                        select(InstanceEventRow.id)
+                        .where(InstanceEventRow.instance_id == uuid.UUID(victim))
+                        .order_by(InstanceEventRow.id)
                         .limit(1)
                     )
                 ).scalar_one()

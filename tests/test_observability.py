@@ -29,7 +29,7 @@ from starlette.routing import Route
 from gateway.bootstrap import Runtime
 from gateway.observability.logs import configure_logging, redact
 from gateway.settings import Settings
-from services.db.models import InstanceStatus
+from services.instances.states import FAIL_OBJECT_LOST
 from tests.conftest import AppFactory, Issuer
 from tests.support.servers import serve, serve_gateway
 
@@ -115,9 +115,7 @@ async def test_transitions_are_counted_by_status_reached(
     store = runtime.lifecycle.store
     record = await store.get(uuid.UUID(instance_id))
     assert record is not None
-    moved = await store.transition(
-        record.id, to=InstanceStatus.FAILED, allowed_from={record.status}, actor="test", reason="test"
-    )
+    moved = await store.transition(record.id, FAIL_OBJECT_LOST, actor="test", reason="test")
     assert moved is not None
 
     samples = await scrape(metrics)

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.db.models import InstanceStatus
+from services.instances.states import InstanceStatus
 from tests.support.factories import insert_instances, instance_row
 
 
@@ -136,13 +136,13 @@ async def test_events_first_and_last_and_their_bounds(client: httpx.AsyncClient,
     [row] = await insert_instances(engine, [instance_row(1)])
     from sqlalchemy import insert
 
-    from services.db.models import InstanceEvent
+    from services.db.models import InstanceEventRow
 
     statuses = [InstanceStatus.PROVISIONING, InstanceStatus.CONFIGURING, InstanceStatus.ACTIVE]
     async with engine.begin() as connection:
         for version, status in enumerate(statuses, start=2):
             await connection.execute(
-                insert(InstanceEvent).values(
+                insert(InstanceEventRow).values(
                     instance_id=row["id"],
                     at=row["created_at"],
                     to_status=status,

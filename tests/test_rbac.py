@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.auth.permissions import DEFAULT_POLICY
-from services.db.models import InstanceStatus
+from services.instances.states import InstanceStatus
 from tests.conftest import AppFactory, Issuer
 from tests.support.factories import insert_instances, instance_row
 

@@ -26,7 +26,7 @@ from gateway.app import create_app
 from gateway.bootstrap import Runtime, build_runtime
 from gateway.settings import Settings
 from services.db.engine import make_engine
-from services.db.models import InstanceStatus
+from services.instances.states import InstanceStatus
 from services.simulated.cluster import SimulatedCluster
 from services.simulated.semaphore import SimulatedSemaphore
 from tests.conftest import Issuer

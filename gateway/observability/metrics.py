@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schema.metrics import Outcome
-from services.events.model import StatusChanged
+from services.instances.records import StatusChanged
 
 if TYPE_CHECKING:
     from services.kubernetes.watch import WatchHealth

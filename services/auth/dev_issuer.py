@@ -23,7 +23,7 @@ from joserfc import jwk, jwt
 
 from services.auth.principal import ORG_CLAIM, ROLES_CLAIM, project_roles_claim
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 KEY_FILE = "dev-issuer-key.json"
 ALGORITHM = "RS256"
@@ -116,7 +116,7 @@ def load_or_create_key(path: Path) -> jwk.RSAKey:
         _create_key(path)
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        log.warning("dev issuer key %s was readable by others (mode %o); tightened to 0600", path, mode)
+        logger.warning("dev issuer key %s was readable by others (mode %o); tightened to 0600", path, mode)
         path.chmod(0o600)
     try:
         key = jwk.import_key(orjson.loads(path.read_bytes()))

@@ -22,7 +22,7 @@ import orjson
 from joserfc import jwk
 from joserfc.errors import JoseError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
@@ -158,15 +158,15 @@ class KeySetCache:
             body, headers = await self._get(url)
             keys = parse_key_set(body)
         except FetchError as exc:
-            log.warning("JWKS fetch failed, keeping %d cached keys: %s", len(self._keys), exc)
+            logger.warning("JWKS fetch failed, keeping %d cached keys: %s", len(self._keys), exc)
             return
         except Exception:  # a bug here must not turn every request into a 500
-            log.exception("JWKS fetch failed unexpectedly, keeping %d cached keys", len(self._keys))
+            logger.exception("JWKS fetch failed unexpectedly, keeping %d cached keys", len(self._keys))
             return
         finally:
             self._inflight = None
         if not keys:
-            log.warning("JWKS at %s holds no usable signing keys", url)
+            logger.warning("JWKS at %s holds no usable signing keys", url)
         self._keys = keys
         self._loaded = True
         self._expires_at = self._clock() + self._ttl(headers.get("cache-control"))
@@ -180,11 +180,11 @@ class KeySetCache:
         try:
             document, _ = await self._get(f"{self._issuer}/.well-known/openid-configuration")
         except FetchError as exc:
-            log.warning("OIDC discovery failed, using %s: %s", fallback, exc)
+            logger.warning("OIDC discovery failed, using %s: %s", fallback, exc)
             return fallback
         jwks_uri = document.get("jwks_uri") if isinstance(document, Mapping) else None
         if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
-            log.warning("OIDC discovery has no usable jwks_uri, using %s", fallback)
+            logger.warning("OIDC discovery has no usable jwks_uri, using %s", fallback)
             return fallback
         self._discovered_url = jwks_uri
         return jwks_uri
@@ -252,10 +252,10 @@ def parse_key_set(document: object) -> dict[str, jwk.Key]:
         try:
             key = jwk.import_key(public)
         except (JoseError, ValueError, TypeError, KeyError):
-            log.warning("JWKS key %r could not be imported, skipped", kid)
+            logger.warning("JWKS key %r could not be imported, skipped", kid)
             continue
         if key.key_type == "RSA" and getattr(key.raw_value, "key_size", 0) < MIN_RSA_BITS:
-            log.warning("JWKS key %r is RSA below %d bits, skipped", kid, MIN_RSA_BITS)
+            logger.warning("JWKS key %r is RSA below %d bits, skipped", kid, MIN_RSA_BITS)
             continue
         keys[kid] = key
     return keys

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import UTC, datetime
 
@@ -22,6 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from services.instances.states import InstanceStatus
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -56,20 +57,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class InstanceStatus(enum.StrEnum):
-    PENDING = "PENDING"
-    PROVISIONING = "PROVISIONING"
-    CONFIGURING = "CONFIGURING"
-    ACTIVE = "ACTIVE"
-    FAILED = "FAILED"
-    DELETING = "DELETING"
-    DELETED = "DELETED"
-
-
-FINAL_STATUSES = frozenset({InstanceStatus.ACTIVE, InstanceStatus.FAILED, InstanceStatus.DELETED})
-LIVE_STATUSES = frozenset(InstanceStatus) - {InstanceStatus.DELETED}
-
-
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -84,7 +71,9 @@ status_type = Enum(
 )
 
 
-class Instance(Base):
+class InstanceRow(Base):
+    """The `instances` table; the rest of the code reads it as `InstanceRecord`."""
+
     __tablename__ = "instances"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -133,7 +122,9 @@ class Instance(Base):
     )
 
 
-class InstanceEvent(Base):
+class InstanceEventRow(Base):
+    """The `instance_events` table: one row per status change, written with the change."""
+
     __tablename__ = "instance_events"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

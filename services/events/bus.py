@@ -14,7 +14,8 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.events.model import StatusChanged
+from services.instances.ports import EventPublisher
+from services.instances.records import StatusChanged
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +25,8 @@ Delivery = StatusChanged | None
 LOST: Delivery = None
 
 
-class EventBus(Protocol):
-    async def stage(self, connection: AsyncConnection, event: StatusChanged) -> None: ...
-
-    def committed(self, event: StatusChanged) -> None: ...
+class EventBus(EventPublisher, Protocol):
+    """The store's publisher (`services.instances.ports.EventPublisher`), plus listening for the hub."""
 
     def listen(self) -> AsyncIterator[Delivery]: ...
 

@@ -22,8 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from services.events.bus import EventBus
-from services.events.model import StatusChanged
-from services.instances.records import InstanceRecord
+from services.instances.records import InstanceRecord, StatusChanged
 from services.instances.visibility import Visibility
 
 logger = logging.getLogger(__name__)

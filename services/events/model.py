@@ -1,4 +1,4 @@
-"""The one event the gateway publishes: an instance changed status.
+"""The wire form of the one event the gateway publishes, `StatusChanged` (services/instances/records.py).
 
 Between replicas it travels as a NOTIFY payload, which anyone who can connect to the database can send.
 Receivers therefore treat a decoded event as a hint naming a change (`event_id` of `instance_id`): the
@@ -8,25 +8,10 @@ hub re-reads that change and its instance, and delivers what the database holds 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
-from services.db.models import InstanceStatus
-
-
-@dataclass(frozen=True, slots=True)
-class StatusChanged:
-    """Small on purpose (ids and statuses): it must fit a PostgreSQL NOTIFY payload many times over."""
-
-    instance_id: uuid.UUID
-    org_id: str
-    owner_sub: str
-    from_status: InstanceStatus | None
-    to_status: InstanceStatus
-    reason: str | None
-    at: datetime
-    version: int
-    event_id: int  # the instance_events row: lets a listener that lost its connection find what it missed
+from services.instances.records import StatusChanged
+from services.instances.states import InstanceStatus
 
 
 def to_payload(event: StatusChanged) -> dict[str, object]:

@@ -28,9 +28,10 @@ import orjson
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.db.models import Instance, InstanceEvent, utcnow
+from services.db.models import InstanceEventRow, InstanceRow, utcnow
 from services.events.bus import Delivery, offer
-from services.events.model import StatusChanged, from_payload, to_payload
+from services.events.model import from_payload, to_payload
+from services.instances.records import StatusChanged
 
 logger = logging.getLogger(__name__)
 
@@ -147,19 +148,19 @@ class PostgresBus:
     async def _catch_up(self, since: datetime) -> None:
         query = (
             select(
-                InstanceEvent.id,
-                InstanceEvent.instance_id,
-                Instance.org_id,
-                Instance.owner_sub,
-                InstanceEvent.from_status,
-                InstanceEvent.to_status,
-                InstanceEvent.reason,
-                InstanceEvent.at,
-                InstanceEvent.version,
+                InstanceEventRow.id,
+                InstanceEventRow.instance_id,
+                InstanceRow.org_id,
+                InstanceRow.owner_sub,
+                InstanceEventRow.from_status,
+                InstanceEventRow.to_status,
+                InstanceEventRow.reason,
+                InstanceEventRow.at,
+                InstanceEventRow.version,
             )
-            .join(Instance, Instance.id == InstanceEvent.instance_id)
-            .where(InstanceEvent.at >= since)
-            .order_by(InstanceEvent.id)
+            .join(InstanceRow, InstanceRow.id == InstanceEventRow.instance_id)
+            .where(InstanceEventRow.at >= since)
+            .order_by(InstanceEventRow.id)
         )
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()

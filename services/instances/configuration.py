@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.auth.principal import SYSTEM
-from services.db.models import InstanceStatus, utcnow
+from services.db.models import utcnow
 from services.instances.ports import TaskRunner
 from services.instances.reasons import (
     CONFIGURATION_FAILED,
@@ -26,9 +26,11 @@ from services.instances.reasons import (
     INVALID_OUTPUTS,
 )
 from services.instances.records import InstanceRecord
+from services.instances.states import FAIL_CONFIGURING, FINISH_CONFIGURING, InstanceStatus
 from services.instances.store import InstanceStore
 from services.kubernetes.outputs import InvalidOutputs, Network, checked_outputs
-from services.semaphore.model import SemaphoreError, SemaphoreRejected, SemaphoreTask
+from services.semaphore.errors import SemaphoreError, SemaphoreRejected
+from services.semaphore.model import SemaphoreTask
 from services.semaphore.poller import PollTimedOut, TaskPoller
 
 logger = logging.getLogger(__name__)
@@ -175,8 +177,7 @@ class Configuration:
         elif outcome.outcome == "success":
             await self._store.transition(
                 record.id,
-                to=InstanceStatus.ACTIVE,
-                allowed_from={InstanceStatus.CONFIGURING},
+                FINISH_CONFIGURING,
                 actor=SYSTEM.sub,
                 reason=CONFIGURATION_SUCCEEDED,
                 message=f"Semaphore task {task_id} succeeded",
@@ -276,8 +277,7 @@ class Configuration:
     ) -> None:
         await self._store.transition(
             instance_id,
-            to=InstanceStatus.FAILED,
-            allowed_from={InstanceStatus.CONFIGURING},
+            FAIL_CONFIGURING,
             actor=SYSTEM.sub,
             reason=reason,
             message=message,

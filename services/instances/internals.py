@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from services.instances.configuration import Configuration
 from services.instances.provisioning import Provisioning
 from services.instances.records import InstanceRecord
-from services.kubernetes.cluster import ClusterError
 from services.kubernetes.conditions import ready_condition
-from services.semaphore.model import SemaphoreError
+from services.kubernetes.errors import ClusterError
+from services.semaphore.errors import SemaphoreError
 
 MAX_OUTPUT = 65_536
 
@@ -34,7 +34,9 @@ class TaskView:
     status: str
 
 
-class Internals:
+class InternalsReader:
+    """Reads an instance's Terraform object and Semaphore task from the peers, for operators."""
+
     def __init__(self, provisioning: Provisioning, configuration: Configuration) -> None:
         self._provisioning = provisioning
         self._configuration = configuration

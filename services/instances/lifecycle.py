@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from services.auth.principal import Principal
 from services.catalog import Catalog
-from services.db.models import InstanceStatus
 from services.instances.access import may_delete, may_retry, visibility_of
 from services.instances.configuration import Configuration
 from services.instances.policy import CreateRequest, UserError, validate_create
@@ -18,8 +17,14 @@ from services.instances.ports import Cluster
 from services.instances.provisioning import Provisioning
 from services.instances.reasons import CONFIGURATION_REASONS, DELETE_REQUESTED, RETRY_REQUESTED
 from services.instances.records import InstanceRecord
-from services.instances.store import Inserted, InstanceStore, NameTaken, Quota, QuotaExceeded
-from services.kubernetes.cluster import ClusterError
+from services.instances.states import (
+    RETRY_CONFIGURING,
+    RETRY_PROVISIONING,
+    START_DELETING,
+    InstanceStatus,
+)
+from services.instances.store import Inserted, InstanceStore, NameTaken, NewInstance, Quota, QuotaExceeded
+from services.kubernetes.errors import ClusterError
 from services.kubernetes.terraform_object import instance_id_of
 from services.kubernetes.watch import WatchHealth, watch_terraforms
 
@@ -35,7 +40,7 @@ class Quotas:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class ActionResult:
     """What a mutation returns: the instance as it now is, or why nothing happened."""
 
     instance: InstanceRecord | None = None
@@ -73,33 +78,34 @@ class Lifecycle:
 
     # -- what users ask for -------------------------------------------------------------------------
 
-    async def create(self, principal: Principal, request: CreateRequest) -> Outcome:
+    async def create(self, principal: Principal, request: CreateRequest) -> ActionResult:
         valid = validate_create(request, self.catalog)
         if isinstance(valid, list):
-            return Outcome(errors=valid)
+            return ActionResult(errors=valid)
         instance_id = uuid.uuid4()
-        values: dict[str, object] = {
-            "id": instance_id,
-            "name": request.name,
-            "description": request.description or "",
-            "org_id": principal.org_id,
-            "owner_sub": principal.sub,
-            "owner_name": principal.name,
-            "flavor": valid.flavor.name,
-            "image": valid.image.name,
-            "cpu": valid.flavor.cpu,
-            "memory_mib": valid.flavor.memory_mib,
-            "disk_gib": valid.flavor.disk_gib,
-            "ssh_public_key": valid.ssh_public_key.openssh() if valid.ssh_public_key else None,
-            "idempotency_key": request.idempotency_key,
-            **self.provisioning.names(instance_id),
-        }
+        new = NewInstance(
+            id=instance_id,
+            name=request.name,
+            description=request.description or "",
+            org_id=principal.org_id,
+            owner_sub=principal.sub,
+            owner_name=principal.name,
+            flavor=valid.flavor.name,
+            image=valid.image.name,
+            cpu=valid.flavor.cpu,
+            memory_mib=valid.flavor.memory_mib,
+            disk_gib=valid.flavor.disk_gib,
+            ssh_public_key=valid.ssh_public_key.openssh() if valid.ssh_public_key else None,
+            idempotency_key=request.idempotency_key,
+            terraform_name=self.provisioning.object_name(instance_id),
+            terraform_namespace=self.provisioning.namespace,
+        )
         result = await self.store.insert(
-            values, actor=principal.sub, user_quota=self.quotas.user, org_quota=self.quotas.org
+            new, actor=principal.sub, user_quota=self.quotas.user, org_quota=self.quotas.org
         )
         if isinstance(result, QuotaExceeded):
             unit = {"instances": "instances", "cpu": "vCPUs", "memory": "MiB of memory"}[result.resource]
-            return Outcome(
+            return ActionResult(
                 errors=[
                     UserError(
                         None,
@@ -110,7 +116,7 @@ class Lifecycle:
                 ]
             )
         if isinstance(result, NameTaken):
-            return Outcome(
+            return ActionResult(
                 errors=[
                     UserError("name", "an instance of this name already exists in your org", "NAME_TAKEN")
                 ]
@@ -118,22 +124,23 @@ class Lifecycle:
         assert isinstance(result, Inserted)
         if result.created:
             await self.provisioning.ensure_object(result.record)
-        return Outcome(instance=await self.store.get(result.record.id))
+        return ActionResult(instance=await self.store.get(result.record.id))
 
-    async def delete(self, principal: Principal, instance_id: uuid.UUID) -> Outcome:
+    async def delete(self, principal: Principal, instance_id: uuid.UUID) -> ActionResult:
         record = await self._visible(principal, instance_id)
         if record is None:
-            return Outcome(errors=[NOT_FOUND])
+            return ActionResult(errors=[NOT_FOUND])
         if not may_delete(principal, record):
-            return Outcome(errors=[UserError("id", "you may not delete this instance", "FORBIDDEN")])
+            return ActionResult(errors=[UserError("id", "you may not delete this instance", "FORBIDDEN")])
         if record.status is InstanceStatus.DELETED:
-            return Outcome(record, [UserError("id", "the instance is already deleted", "ALREADY_DELETED")])
+            return ActionResult(
+                record, [UserError("id", "the instance is already deleted", "ALREADY_DELETED")]
+            )
         if record.status is InstanceStatus.DELETING:
-            return Outcome(record)
+            return ActionResult(record)
         deleting = await self.store.transition(
             instance_id,
-            to=InstanceStatus.DELETING,
-            allowed_from=set(InstanceStatus) - {InstanceStatus.DELETING, InstanceStatus.DELETED},
+            START_DELETING,
             actor=principal.sub,
             reason=DELETE_REQUESTED,
         )
@@ -143,22 +150,23 @@ class Lifecycle:
                 await self.provisioning.delete_object(deleting)
             except ClusterError as error:
                 logger.warning("deleting the Terraform object of %s: %s; will retry", instance_id, error)
-        return Outcome(await self.store.get(instance_id))
+        return ActionResult(await self.store.get(instance_id))
 
-    async def retry(self, principal: Principal, instance_id: uuid.UUID) -> Outcome:
+    async def retry(self, principal: Principal, instance_id: uuid.UUID) -> ActionResult:
         record = await self._visible(principal, instance_id)
         if record is None:
-            return Outcome(errors=[NOT_FOUND])
+            return ActionResult(errors=[NOT_FOUND])
         if not may_retry(principal, record):
-            return Outcome(errors=[UserError("id", "you may not retry this instance", "FORBIDDEN")])
+            return ActionResult(errors=[UserError("id", "you may not retry this instance", "FORBIDDEN")])
         if record.status is not InstanceStatus.FAILED:
-            return Outcome(record, [UserError("id", "only a FAILED instance can be retried", "NOT_FAILED")])
+            return ActionResult(
+                record, [UserError("id", "only a FAILED instance can be retried", "NOT_FAILED")]
+            )
         # The machine exists when only post-provisioning failed: then run that again, else provision again.
         configure_only = record.status_reason in CONFIGURATION_REASONS and bool(record.ip_address)
         retried = await self.store.transition(
             instance_id,
-            to=InstanceStatus.CONFIGURING if configure_only else InstanceStatus.PENDING,
-            allowed_from={InstanceStatus.FAILED},
+            RETRY_CONFIGURING if configure_only else RETRY_PROVISIONING,
             actor=principal.sub,
             reason=RETRY_REQUESTED,
             changes={"semaphore_task_id": None},
@@ -168,7 +176,7 @@ class Lifecycle:
             self.configuration.start(retried)
         elif retried is not None:
             await self._reprovision(retried)
-        return Outcome(await self.store.get(instance_id))
+        return ActionResult(await self.store.get(instance_id))
 
     # -- what keeps it honest -----------------------------------------------------------------------
 

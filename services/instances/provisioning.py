@@ -16,16 +16,25 @@ from typing import Any
 
 from services.auth.principal import SYSTEM
 from services.catalog import Catalog
-from services.db.models import InstanceStatus
 from services.instances import reasons
 from services.instances.configuration import Configuration
 from services.instances.ports import Cluster
 from services.instances.records import InstanceRecord
+from services.instances.states import (
+    FAIL_OBJECT_LOST,
+    FAIL_PROVISIONING,
+    FINISH_DELETING,
+    PROVISIONING_PHASE,
+    START_CONFIGURING,
+    START_PROVISIONING,
+    InstanceStatus,
+)
 from services.instances.store import InstanceStore
-from services.kubernetes.cluster import RECONCILE_ANNOTATION, ClusterError
 from services.kubernetes.conditions import TerraformPhase, ready_condition, signal_of
+from services.kubernetes.errors import ClusterConflict, ClusterError, ClusterForbidden, ClusterInvalid
 from services.kubernetes.outputs import InvalidOutputs, Network, OutputsError, instance_outputs
 from services.kubernetes.terraform_object import (
+    RECONCILE_ANNOTATION,
     SourceKind,
     TerraformSpec,
     build_terraform_object,
@@ -36,7 +45,8 @@ from services.kubernetes.terraform_object import (
 
 logger = logging.getLogger(__name__)
 
-EARLY = {InstanceStatus.PENDING, InstanceStatus.PROVISIONING}
+# What the API refuses for good: retrying the same object cannot help, so the instance fails.
+REFUSED = (ClusterInvalid, ClusterForbidden, ClusterConflict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +79,9 @@ class Provisioning:
     def namespace(self) -> str:
         return self._settings.namespace
 
-    def names(self, instance_id: uuid.UUID) -> dict[str, str]:
-        """The row's Terraform columns, known before the object exists (the name derives from the id)."""
-        return {"terraform_name": terraform_object_name(instance_id), "terraform_namespace": self.namespace}
+    def object_name(self, instance_id: uuid.UUID) -> str:
+        """The Terraform object's name, known before the object exists (it derives from the id)."""
+        return terraform_object_name(instance_id)
 
     def object_for(self, record: InstanceRecord) -> dict[str, Any]:
         image = self._catalog.image(record.image)
@@ -99,19 +109,17 @@ class Provisioning:
         reconciler; an object the API refuses outright fails the instance, since retrying cannot help."""
         try:
             return await self._cluster.create(self.object_for(record))
+        except REFUSED as error:
+            await self._store.transition(
+                record.id,
+                FAIL_PROVISIONING,
+                actor=SYSTEM.sub,
+                reason=reasons.TERRAFORM_OBJECT_REJECTED,
+                message=f"the cluster refused the Terraform object ({error.status})",
+            )
         except ClusterError as error:
-            if error.status in (400, 403, 409, 422):
-                await self._store.transition(
-                    record.id,
-                    to=InstanceStatus.FAILED,
-                    allowed_from=EARLY,
-                    actor=SYSTEM.sub,
-                    reason=reasons.TERRAFORM_OBJECT_REJECTED,
-                    message=f"the cluster refused the Terraform object ({error.status})",
-                )
-            else:
-                logger.warning("creating the Terraform object of %s: %s; will retry", record.id, error)
-            return None
+            logger.warning("creating the Terraform object of %s: %s; will retry", record.id, error)
+        return None
 
     async def fetch(self, record: InstanceRecord) -> dict[str, Any] | None:
         return await self._cluster.get(self._namespace_of(record), self._name_of(record))
@@ -164,7 +172,7 @@ class Provisioning:
 
     async def apply(self, record: InstanceRecord, obj: Mapping[str, Any]) -> None:
         signal = signal_of(obj)
-        if signal.deleting or record.status not in EARLY:
+        if signal.deleting or record.status not in PROVISIONING_PHASE:
             return
         # The condition's reason and message are tofu-controller's words: only a reason of the table is
         # recorded as such; the rest, and the message, are kept as the detail operators read.
@@ -172,8 +180,7 @@ class Provisioning:
             reason, replaced = reasons.provisioning_reason(signal.reason)
             await self._store.transition(
                 record.id,
-                to=InstanceStatus.PROVISIONING,
-                allowed_from={InstanceStatus.PENDING},
+                START_PROVISIONING,
                 actor=SYSTEM.sub,
                 reason=reason,
                 message=reasons.detail(signal.message, replaced),
@@ -184,8 +191,7 @@ class Provisioning:
             reason, replaced = reasons.failure_reason(signal.reason)
             await self._store.transition(
                 record.id,
-                to=InstanceStatus.FAILED,
-                allowed_from=EARLY,
+                FAIL_PROVISIONING,
                 actor=SYSTEM.sub,
                 reason=reason,
                 message=reasons.detail(signal.message, replaced),
@@ -195,8 +201,7 @@ class Provisioning:
         if record.status is InstanceStatus.DELETING:
             await self._store.transition(
                 record.id,
-                to=InstanceStatus.DELETED,
-                allowed_from={InstanceStatus.DELETING},
+                FINISH_DELETING,
                 actor=SYSTEM.sub,
                 reason=reasons.TERRAFORM_DESTROYED,
                 message="the Terraform object and its resources are gone",
@@ -205,10 +210,7 @@ class Provisioning:
         self._configuration.stop(record.id)
         await self._store.transition(
             record.id,
-            to=InstanceStatus.FAILED,
-            allowed_from={
-                s for s in InstanceStatus if s not in (InstanceStatus.DELETING, InstanceStatus.DELETED)
-            },
+            FAIL_OBJECT_LOST,
             actor=SYSTEM.sub,
             reason=reasons.TERRAFORM_OBJECT_DELETED,
             message="the Terraform object was deleted outside the gateway; its virtual machine is destroyed",
@@ -228,8 +230,7 @@ class Provisioning:
             reason = reasons.INVALID_OUTPUTS if refused else reasons.TERRAFORM_OUTPUTS_INVALID
             await self._store.transition(
                 record.id,
-                to=InstanceStatus.FAILED,
-                allowed_from=EARLY,
+                FAIL_PROVISIONING,
                 actor=SYSTEM.sub,
                 reason=reason,
                 message=str(error),
@@ -242,8 +243,7 @@ class Provisioning:
         reason, replaced = reasons.ready_reason(signal_of(obj).reason)
         configuring = await self._store.transition(
             record.id,
-            to=InstanceStatus.CONFIGURING,
-            allowed_from=EARLY,
+            START_CONFIGURING,
             actor=SYSTEM.sub,
             reason=reason,
             message=reasons.detail("infrastructure is ready; starting post-provisioning", replaced),

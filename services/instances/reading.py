@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.db.models import Instance, InstanceEvent, InstanceStatus
+from services.db.models import InstanceEventRow, InstanceRow
 from services.instances.cursor import decode_cursor, encode_cursor
 from services.instances.records import InstanceEventRecord, InstanceRecord
+from services.instances.states import LIVE_STATUSES, InstanceStatus
 from services.instances.visibility import Visibility
 
-INSTANCE_COLUMNS = [getattr(Instance, name) for name in InstanceRecord.__slots__]
-EVENT_COLUMNS = [getattr(InstanceEvent, name) for name in InstanceEventRecord.__slots__]
+INSTANCE_COLUMNS = [getattr(InstanceRow, name) for name in InstanceRecord.__slots__]
+EVENT_COLUMNS = [getattr(InstanceEventRow, name) for name in InstanceEventRecord.__slots__]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class InstanceReader:
         """In the order asked; an instance the caller may not see is None, exactly like a missing one."""
         if not ids:
             return []
-        query = select(*INSTANCE_COLUMNS).where(Instance.id.in_(set(ids)), visibility.clause())
+        query = select(*INSTANCE_COLUMNS).where(InstanceRow.id.in_(set(ids)), visibility.clause())
         async with self._sessions() as session:
             rows = (await session.execute(query)).all()
         found = {record.id: record for record in map(InstanceRecord.from_row, rows)}
@@ -62,23 +63,23 @@ class InstanceReader:
         """Newest first; fetch one extra row to learn whether another page follows."""
         query: Select[tuple[object, ...]] = select(*INSTANCE_COLUMNS).where(visibility.clause())
         if instance_filter.statuses:
-            query = query.where(Instance.status.in_(sorted(instance_filter.statuses)))
+            query = query.where(InstanceRow.status.in_(sorted(instance_filter.statuses)))
         elif not instance_filter.include_deleted:
-            query = query.where(Instance.status != InstanceStatus.DELETED)
+            query = query.where(InstanceRow.status.in_(sorted(LIVE_STATUSES)))
         if instance_filter.name_contains:
             needle = instance_filter.name_contains.lower().replace("\\", "\\\\")
             needle = needle.replace("%", "\\%").replace("_", "\\_")
-            query = query.where(func.lower(Instance.name).like(f"%{needle}%", escape="\\"))
+            query = query.where(func.lower(InstanceRow.name).like(f"%{needle}%", escape="\\"))
         if after is not None:
             created_at, instance_id = decode_cursor(after)
             # The expanded form of (created_at, id) < (:t, :id), which SQLite's planner serves from the index.
             query = query.where(
                 or_(
-                    Instance.created_at < created_at,
-                    and_(Instance.created_at == created_at, Instance.id < instance_id),
+                    InstanceRow.created_at < created_at,
+                    and_(InstanceRow.created_at == created_at, InstanceRow.id < instance_id),
                 )
             )
-        query = query.order_by(Instance.created_at.desc(), Instance.id.desc()).limit(first + 1)
+        query = query.order_by(InstanceRow.created_at.desc(), InstanceRow.id.desc()).limit(first + 1)
         async with self._sessions() as session:
             rows = (await session.execute(query)).all()
         return Page(
@@ -92,13 +93,15 @@ class InstanceReader:
     ) -> dict[uuid.UUID, list[InstanceEventRecord]]:
         """History of many instances in one query (the DataLoader's batch): the newest (or oldest)
         `limit` events of each, oldest first."""
-        order = InstanceEvent.id.desc() if newest else InstanceEvent.id.asc()
+        order = InstanceEventRow.id.desc() if newest else InstanceEventRow.id.asc()
         ranked = (
             select(
                 *EVENT_COLUMNS,
-                func.row_number().over(partition_by=InstanceEvent.instance_id, order_by=order).label("rank"),
+                func.row_number()
+                .over(partition_by=InstanceEventRow.instance_id, order_by=order)
+                .label("rank"),
             )
-            .where(InstanceEvent.instance_id.in_(set(instance_ids)))
+            .where(InstanceEventRow.instance_id.in_(set(instance_ids)))
             .subquery()
         )
         query = (

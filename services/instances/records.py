@@ -1,4 +1,7 @@
-"""Plain, immutable views of stored rows: what the layers above services/ get instead of ORM objects."""
+"""Plain, immutable views of stored rows: what the layers above services/ get instead of ORM objects.
+
+`StatusChanged` lives here too: the store makes it with every transition, and the event bus and hub
+(`services.events`) carry it, so events depend on instances and never the other way round."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.db.models import InstanceStatus
+from services.instances.states import InstanceStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +67,20 @@ class InstanceEventRecord:
     @classmethod
     def from_mapping(cls, row: Any) -> InstanceEventRecord:
         return cls(**{name: row[name] for name in cls.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
+    """An instance changed status: published at commit (see `services.events`).
+
+    Small on purpose (ids and statuses): it must fit a PostgreSQL NOTIFY payload many times over."""
+
+    instance_id: uuid.UUID
+    org_id: str
+    owner_sub: str
+    from_status: InstanceStatus | None
+    to_status: InstanceStatus
+    reason: str | None
+    at: datetime
+    version: int
+    event_id: int  # the instance_events row: lets a listener that lost its connection find what it missed

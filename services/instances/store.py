@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import func, insert, select, text, update
@@ -20,14 +20,35 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.db.engine import serialized_transaction
-from services.db.models import FINAL_STATUSES, Instance, InstanceEvent, InstanceStatus, utcnow
-from services.events.bus import EventBus
-from services.events.model import StatusChanged
+from services.db.models import InstanceEventRow, InstanceRow, utcnow
+from services.instances.ports import EventPublisher
 from services.instances.reading import INSTANCE_COLUMNS
-from services.instances.records import InstanceRecord
+from services.instances.records import InstanceRecord, StatusChanged
+from services.instances.states import LIVE_STATUSES, UNFINISHED_STATUSES, InstanceStatus, Transition
 
 CAS_ATTEMPTS = 8
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NewInstance:
+    """What a create writes; the store adds the status (PENDING), the times and the version."""
+
+    id: uuid.UUID
+    name: str
+    description: str
+    org_id: str
+    owner_sub: str
+    owner_name: str
+    flavor: str
+    image: str
+    cpu: int
+    memory_mib: int
+    disk_gib: int
+    ssh_public_key: str | None
+    idempotency_key: str | None
+    terraform_name: str
+    terraform_namespace: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +85,7 @@ class Inserted:
 
 
 class InstanceStore:
-    def __init__(self, engine: AsyncEngine, bus: EventBus) -> None:
+    def __init__(self, engine: AsyncEngine, bus: EventPublisher) -> None:
         self._engine = engine
         self._bus = bus
         self._postgres = engine.dialect.name == "postgresql"
@@ -86,7 +107,7 @@ class InstanceStore:
         """Unscoped: for the lifecycle's own use, never for a caller's request."""
         async with self._engine.connect() as connection:
             row = (
-                (await connection.execute(select(*INSTANCE_COLUMNS).where(Instance.id == instance_id)))
+                (await connection.execute(select(*INSTANCE_COLUMNS).where(InstanceRow.id == instance_id)))
                 .mappings()
                 .first()
             )
@@ -103,14 +124,14 @@ class InstanceStore:
         query = (
             select(
                 *INSTANCE_COLUMNS,
-                InstanceEvent.from_status.label("event_from"),
-                InstanceEvent.to_status.label("event_to"),
-                InstanceEvent.reason.label("event_reason"),
-                InstanceEvent.at.label("event_at"),
-                InstanceEvent.version.label("event_version"),
+                InstanceEventRow.from_status.label("event_from"),
+                InstanceEventRow.to_status.label("event_to"),
+                InstanceEventRow.reason.label("event_reason"),
+                InstanceEventRow.at.label("event_at"),
+                InstanceEventRow.version.label("event_version"),
             )
-            .join(InstanceEvent, InstanceEvent.instance_id == Instance.id)
-            .where(InstanceEvent.id == event_id, Instance.id == instance_id)
+            .join(InstanceEventRow, InstanceEventRow.instance_id == InstanceRow.id)
+            .where(InstanceEventRow.id == event_id, InstanceRow.id == instance_id)
         )
         async with self._engine.connect() as connection:
             row = (await connection.execute(query)).mappings().first()
@@ -131,14 +152,14 @@ class InstanceStore:
         return record, change
 
     async def by_task_id(self, task_id: int) -> InstanceRecord | None:
-        query = select(*INSTANCE_COLUMNS).where(Instance.semaphore_task_id == task_id)
+        query = select(*INSTANCE_COLUMNS).where(InstanceRow.semaphore_task_id == task_id)
         async with self._engine.connect() as connection:
             row = (await connection.execute(query)).mappings().first()
         return InstanceRecord.from_mapping(row) if row else None
 
     async def status_since(self, instance_id: uuid.UUID) -> datetime | None:
         """When the instance entered its current status: the time of its newest event."""
-        query = select(func.max(InstanceEvent.at)).where(InstanceEvent.instance_id == instance_id)
+        query = select(func.max(InstanceEventRow.at)).where(InstanceEventRow.instance_id == instance_id)
         async with self._engine.connect() as connection:
             value = (await connection.execute(query)).scalar()
         return _utc(value) if value is not None else None
@@ -147,15 +168,15 @@ class InstanceStore:
         """Instances the lifecycle still owes a step: what start-up reconciles."""
         query = (
             select(*INSTANCE_COLUMNS)
-            .where(Instance.status.not_in(sorted(FINAL_STATUSES)))
-            .order_by(Instance.created_at)
+            .where(InstanceRow.status.in_(sorted(UNFINISHED_STATUSES)))
+            .order_by(InstanceRow.created_at)
         )
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).mappings().all()
         return [InstanceRecord.from_mapping(row) for row in rows]
 
     async def live(self) -> list[InstanceRecord]:
-        query = select(*INSTANCE_COLUMNS).where(Instance.status != InstanceStatus.DELETED)
+        query = select(*INSTANCE_COLUMNS).where(InstanceRow.status.in_(sorted(LIVE_STATUSES)))
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).mappings().all()
         return [InstanceRecord.from_mapping(row) for row in rows]
@@ -166,15 +187,14 @@ class InstanceStore:
 
     async def insert(
         self,
-        values: Mapping[str, object],
+        new: NewInstance,
         *,
         actor: str,
         user_quota: Quota,
         org_quota: Quota,
     ) -> Inserted | QuotaExceeded | NameTaken:
         """Insert a PENDING instance if quotas allow, atomically with every other create of its org."""
-        owner_sub, org_id = str(values["owner_sub"]), str(values["org_id"])
-        key = values.get("idempotency_key")
+        owner_sub, org_id, key = new.owner_sub, new.org_id, new.idempotency_key
         try:
             async with serialized_transaction(self._engine) as connection:
                 if self._postgres:
@@ -182,11 +202,11 @@ class InstanceStore:
                     await connection.execute(
                         text("SELECT pg_advisory_xact_lock(7411, hashtext(:org))"), {"org": org_id}
                     )
-                if isinstance(key, str):
+                if key is not None:
                     earlier = await self._by_key(connection, owner_sub, key)
                     if earlier is not None:
                         return Inserted(earlier, created=False)
-                cpu, memory = int(str(values["cpu"])), int(str(values["memory_mib"]))
+                cpu, memory = new.cpu, new.memory_mib
                 for scope, quota, usage in (
                     ("user", user_quota, await self._usage(connection, org_id, owner_sub)),
                     ("org", org_quota, await self._usage(connection, org_id, None)),
@@ -196,27 +216,27 @@ class InstanceStore:
                         return exceeded
                 now = utcnow()
                 row = {
-                    **values,
+                    **asdict(new),
                     "status": InstanceStatus.PENDING,
                     "created_at": now,
                     "updated_at": now,
                     "version": 1,
                 }
                 record = InstanceRecord.from_mapping(
-                    (await connection.execute(insert(Instance).values(row).returning(*INSTANCE_COLUMNS)))
+                    (await connection.execute(insert(InstanceRow).values(row).returning(*INSTANCE_COLUMNS)))
                     .mappings()
                     .one()
                 )
                 event = await self._record_event(connection, record, None, actor, None)
         except IntegrityError as error:
             violated = str(error.orig)
-            if "idempotency_key" in violated and isinstance(key, str):
+            if "idempotency_key" in violated and key is not None:
                 earlier = await self.by_idempotency_key(owner_sub, key)
                 if earlier is not None:
                     return Inserted(earlier, created=False)
             # PostgreSQL names the index; SQLite names its columns.
             if "uq_instances_org_id_name_live" in violated or "instances.org_id, instances.name" in violated:
-                return NameTaken(str(values["name"]))
+                return NameTaken(new.name)
             raise
         self._committed(event)
         return Inserted(record, created=True)
@@ -224,9 +244,8 @@ class InstanceStore:
     async def transition(
         self,
         instance_id: uuid.UUID,
+        move: Transition,
         *,
-        to: InstanceStatus,
-        allowed_from: Collection[InstanceStatus],
         actor: str,
         reason: str | None = None,
         message: str | None = None,
@@ -234,11 +253,11 @@ class InstanceStore:
         expected_version: int | None = None,
         when: Callable[[InstanceRecord], bool] | None = None,
     ) -> InstanceRecord | None:
-        """Move the instance to `to` if it is in `allowed_from` (and `when` holds of it); None when it is
-        not (the race was lost)."""
+        """Make `move` if the instance is in one of the statuses it starts from (and `when` holds of it);
+        None when it is not (the race was lost)."""
         for _ in range(CAS_ATTEMPTS):
             current = await self.get(instance_id)
-            if current is None or current.status not in allowed_from:
+            if current is None or not move.allows(current.status):
                 return None
             if expected_version is not None and current.version != expected_version:
                 return None
@@ -246,23 +265,23 @@ class InstanceStore:
                 return None
             now = utcnow()
             values: dict[str, object] = {
-                "status": to,
+                "status": move.to,
                 "status_reason": reason,
                 "status_message": message,
                 "updated_at": now,
                 "version": current.version + 1,
                 **(changes or {}),
             }
-            if to is InstanceStatus.ACTIVE:
+            if move.to is InstanceStatus.ACTIVE:
                 values["active_at"] = now
-            if to is InstanceStatus.DELETED:
+            if move.to is InstanceStatus.DELETED:
                 values["deleted_at"] = now
             async with self._engine.begin() as connection:
                 row = (
                     (
                         await connection.execute(
-                            update(Instance)
-                            .where(Instance.id == instance_id, Instance.version == current.version)
+                            update(InstanceRow)
+                            .where(InstanceRow.id == instance_id, InstanceRow.version == current.version)
                             .values(values)
                             .returning(*INSTANCE_COLUMNS)
                         )
@@ -286,8 +305,8 @@ class InstanceStore:
             row = (
                 (
                     await connection.execute(
-                        update(Instance)
-                        .where(Instance.id == instance_id, Instance.version == expected_version)
+                        update(InstanceRow)
+                        .where(InstanceRow.id == instance_id, InstanceRow.version == expected_version)
                         .values({**changes, "version": expected_version + 1, "updated_at": utcnow()})
                         .returning(*INSTANCE_COLUMNS)
                     )
@@ -308,7 +327,7 @@ class InstanceStore:
         at = record.updated_at
         event_id = (
             await connection.execute(
-                insert(InstanceEvent)
+                insert(InstanceEventRow)
                 .values(
                     instance_id=record.id,
                     at=at,
@@ -319,7 +338,7 @@ class InstanceStore:
                     actor=actor,
                     version=record.version,
                 )
-                .returning(InstanceEvent.id)
+                .returning(InstanceEventRow.id)
             )
         ).scalar_one()
         event = StatusChanged(
@@ -338,7 +357,7 @@ class InstanceStore:
 
     async def _by_key(self, connection: AsyncConnection, owner_sub: str, key: str) -> InstanceRecord | None:
         query = select(*INSTANCE_COLUMNS).where(
-            Instance.owner_sub == owner_sub, Instance.idempotency_key == key
+            InstanceRow.owner_sub == owner_sub, InstanceRow.idempotency_key == key
         )
         row = (await connection.execute(query)).mappings().first()
         return InstanceRecord.from_mapping(row) if row else None
@@ -346,11 +365,11 @@ class InstanceStore:
     async def _usage(self, connection: AsyncConnection, org_id: str, owner_sub: str | None) -> Usage:
         query = select(
             func.count(),
-            func.coalesce(func.sum(Instance.cpu), 0),
-            func.coalesce(func.sum(Instance.memory_mib), 0),
-        ).where(Instance.org_id == org_id, Instance.status != InstanceStatus.DELETED)
+            func.coalesce(func.sum(InstanceRow.cpu), 0),
+            func.coalesce(func.sum(InstanceRow.memory_mib), 0),
+        ).where(InstanceRow.org_id == org_id, InstanceRow.status.in_(sorted(LIVE_STATUSES)))
         if owner_sub is not None:
-            query = query.where(Instance.owner_sub == owner_sub)
+            query = query.where(InstanceRow.owner_sub == owner_sub)
         count, cpu, memory = (await connection.execute(query)).one()
         return Usage(instances=int(count), cpu=int(cpu), memory_mib=int(memory))
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, false, or_, true
 
-from services.db.models import Instance
+from services.db.models import InstanceRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +27,9 @@ class Visibility:
             return true()
         parts: list[ColumnElement[bool]] = []
         if self.owner_sub is not None and self.owner_org is not None:
-            parts.append(and_(Instance.owner_sub == self.owner_sub, Instance.org_id == self.owner_org))
+            parts.append(and_(InstanceRow.owner_sub == self.owner_sub, InstanceRow.org_id == self.owner_org))
         if self.org_ids:
-            parts.append(Instance.org_id.in_(sorted(self.org_ids)))
+            parts.append(InstanceRow.org_id.in_(sorted(self.org_ids)))
         return or_(*parts) if parts else false()
 
     def allows(self, *, org_id: str, owner_sub: str) -> bool:

@@ -1,7 +1,8 @@
 """The cluster as the gateway uses it: create, read, delete and list Terraform objects, read outputs.
 
-A thin layer over kubernetes_asyncio that gives the rest of `services/` plain dicts and one error type,
-`ClusterError`, so the lifecycle code never imports a client library. Creating is idempotent: a retried
+A thin layer over kubernetes_asyncio that gives the rest of `services/` plain dicts and the errors of
+`services.kubernetes.errors` (one class per failure a caller tells apart), so the lifecycle code never
+imports a client library. Creating is idempotent: a retried
 create finds the object it made before (same instance-id label) and returns it.
 """
 
@@ -18,21 +19,23 @@ import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from services.kubernetes.errors import (
+    ClusterConflict,
+    ClusterError,
+    ClusterNotFound,
+    ClusterUnavailable,
+    TerraformConflict,
+    error_for,
+)
 from services.kubernetes.outputs import parse_outputs
-from services.kubernetes.terraform_object import GROUP, MANAGED_SELECTOR, PLURAL, VERSION, instance_id_of
-from services.kubernetes.terraform_object import RECONCILE_ANNOTATION as RECONCILE_ANNOTATION
-
-
-class ClusterError(Exception):
-    """A call to the Kubernetes API failed; `status` is the HTTP status, None when none arrived."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class TerraformConflict(ClusterError):
-    """The object name is taken by an object of another instance."""
+from services.kubernetes.terraform_object import (
+    GROUP,
+    MANAGED_SELECTOR,
+    PLURAL,
+    RECONCILE_ANNOTATION,
+    VERSION,
+    instance_id_of,
+)
 
 
 @contextmanager
@@ -40,9 +43,9 @@ def _api_errors(what: str) -> Iterator[None]:
     try:
         yield
     except ApiException as exc:
-        raise ClusterError(f"{what}: {exc.status} {exc.reason}", status=exc.status) from exc
+        raise error_for(f"{what}: {exc.status} {exc.reason}", exc.status) from exc
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise ClusterError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        raise ClusterUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 class TerraformCluster:
@@ -81,9 +84,8 @@ class TerraformCluster:
                     GROUP, VERSION, namespace, PLURAL, obj
                 )
                 return created
-        except ClusterError as exc:
-            if exc.status != 409:
-                raise
+        except ClusterConflict:
+            pass
         existing = await self.get(namespace, name)
         if existing is None or instance_id_of(existing) != instance_id_of(obj):
             raise TerraformConflict(f"terraform {namespace}/{name} belongs to another instance", status=409)
@@ -96,19 +98,16 @@ class TerraformCluster:
                     GROUP, VERSION, namespace, PLURAL, name
                 )
                 return obj
-        except ClusterError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        except ClusterNotFound:
+            return None
 
     async def delete(self, namespace: str, name: str) -> None:
         """Ask for deletion; tofu-controller's finalizer destroys the VM first. Already gone is fine."""
         try:
             with _api_errors(f"delete terraform {namespace}/{name}"):
                 await self._custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        except ClusterError as exc:
-            if exc.status != 404:
-                raise
+        except ClusterNotFound:
+            pass
 
     async def request_reconcile(self, namespace: str, name: str) -> None:
         """Ask tofu-controller to reconcile now (Flux's `reconcile.fluxcd.io/requestedAt` annotation),
@@ -124,10 +123,8 @@ class TerraformCluster:
         try:
             with _api_errors(f"read secret {namespace}/{secret_name}"):
                 secret = await self._core.read_namespaced_secret(secret_name, namespace)
-        except ClusterError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        except ClusterNotFound:
+            return None
         return parse_outputs(secret.data)
 
     async def list(
@@ -157,7 +154,7 @@ class TerraformCluster:
         timeout_seconds: int = 300,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Raw events `{type, object}` after `resource_version`, bookmarks included, until the server
-        ends the stream. Raises ClusterError, with status 410 when that resourceVersion is too old.
+        ends the stream. Raises ClusterError; ClusterGone when that resourceVersion is too old.
         Use it inside `contextlib.aclosing` so the connection is released when the caller stops."""
         kwargs: dict[str, Any] = {
             "label_selector": label_selector,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn, Protocol
 
-from services.kubernetes.cluster import ClusterError
+from services.kubernetes.errors import ClusterError, ClusterGone
 from services.kubernetes.terraform_object import API_VERSION, KIND, MANAGED_SELECTOR
 
 logger = logging.getLogger(__name__)
@@ -155,9 +155,7 @@ class _ListWatch:
                     elif kind != "BOOKMARK":
                         logger.warning("terraform watch: ignoring event type %r", kind)
                     self.backoff.reset()
-        except ClusterError as exc:
-            if exc.status != 410:
-                raise
+        except ClusterGone:
             logger.info("terraform watch: resourceVersion %s is gone; listing again", self.resource_version)
             self.resource_version = None
 

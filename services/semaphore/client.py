@@ -31,18 +31,17 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from services.semaphore.model import (
+from services.semaphore.errors import (
     SemaphoreError,
     SemaphoreNotFound,
     SemaphoreProtocolError,
     SemaphoreRejected,
-    SemaphoreTask,
     SemaphoreUnavailable,
 )
+from services.semaphore.model import START_KEY_VAR, SemaphoreTask
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
-START_KEY_VAR = "opencsp_start_key"
 
 # Failures after which the request certainly never reached Semaphore's handler.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -189,7 +188,7 @@ class SemaphoreClient:
                 except SemaphoreError as exc:
                     raise _Retryable(f"looking for an earlier start failed: {exc}", sent=True) from exc
                 if found is not None:
-                    log.info("semaphore task %s was already started for key %s", found.id, key)
+                    logger.info("semaphore task %s was already started for key %s", found.id, key)
                     return found
             try:
                 response = await self._http.post(path, json=body)
@@ -233,7 +232,7 @@ class SemaphoreClient:
                 return await attempt()
             except _Retryable as exc:
                 last = exc.reason
-                log.warning("semaphore %s failed (attempt %d/%d): %s", what, number + 1, total, last)
+                logger.warning("semaphore %s failed (attempt %d/%d): %s", what, number + 1, total, last)
         raise SemaphoreUnavailable(f"{what} failed after {total} attempt(s): {last}")
 
     def _backoff(self, retry: int) -> float:

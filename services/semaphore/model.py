@@ -1,4 +1,4 @@
-"""What the gateway knows about a Semaphore task: its statuses, the task as read, and the errors.
+"""What the gateway knows about a Semaphore task: its statuses and the task as read (standard library only).
 
 Statuses are Semaphore's own strings (``pkg/task_logger`` in its source). Only ``success``, ``error``
 and ``stopped`` end a task there (``TaskStatus.IsFinished``); everything else, including a status this
@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
+
+from services.semaphore.errors import SemaphoreProtocolError
 
 
 class TaskStatus(enum.StrEnum):
@@ -35,14 +37,17 @@ FAILURE_STATUSES = frozenset({TaskStatus.ERROR, TaskStatus.STOPPED, TaskStatus.R
 FINAL_STATUSES = SUCCESS_STATUSES | FAILURE_STATUSES
 ACTIVE_STATUSES = frozenset(TaskStatus) - FINAL_STATUSES
 
-Outcome = Literal["success", "failure"]
+TaskOutcome = Literal["success", "failure"]  # how a task that ended, ended
+
+# The extra var holding a task's start key, by which a restarted gateway finds the task it started.
+START_KEY_VAR = "opencsp_start_key"
 
 
 def is_final(status: str) -> bool:
     return status in FINAL_STATUSES
 
 
-def outcome_of(status: str) -> Outcome | None:
+def outcome_of(status: str) -> TaskOutcome | None:
     """``success``, ``failure``, or None while the task may still change."""
     if status in SUCCESS_STATUSES:
         return "success"
@@ -67,7 +72,7 @@ class SemaphoreTask:
         return is_final(self.status)
 
     @property
-    def outcome(self) -> Outcome | None:
+    def outcome(self) -> TaskOutcome | None:
         return outcome_of(self.status)
 
     def environment_vars(self) -> dict[str, Any]:
@@ -111,28 +116,3 @@ def _parse_time(value: object) -> datetime | None:
     except ValueError:
         return None
     return None if parsed.year <= 1 else parsed
-
-
-class SemaphoreError(Exception):
-    """Any failure talking to Semaphore."""
-
-
-class SemaphoreUnavailable(SemaphoreError):
-    """Semaphore did not answer usefully (5xx, timeouts, connection errors) after every retry."""
-
-
-class SemaphoreRejected(SemaphoreError):
-    """Semaphore answered 4xx: retrying the same request will not help."""
-
-    def __init__(self, status_code: int, detail: str) -> None:
-        super().__init__(f"Semaphore answered {status_code}: {detail}")
-        self.status_code = status_code
-        self.detail = detail
-
-
-class SemaphoreNotFound(SemaphoreRejected):
-    """404: the project or task does not exist (or the token may not see it)."""
-
-
-class SemaphoreProtocolError(SemaphoreError):
-    """Semaphore answered 2xx with a body that does not follow its API."""

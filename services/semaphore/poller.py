@@ -13,9 +13,10 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.semaphore.model import SemaphoreRejected, SemaphoreTask, SemaphoreUnavailable
+from services.semaphore.errors import SemaphoreRejected, SemaphoreUnavailable
+from services.semaphore.model import SemaphoreTask
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class TaskReader(Protocol):
@@ -73,7 +74,7 @@ class TaskPoller:
                 task = await asyncio.wait_for(self._reader.get_task(self.task_id), deadline - loop.time())
             except (TimeoutError, SemaphoreUnavailable) as exc:
                 if isinstance(exc, SemaphoreUnavailable):
-                    log.warning("semaphore task %s: read failed, polling on: %s", self.task_id, exc)
+                    logger.warning("semaphore task %s: read failed, polling on: %s", self.task_id, exc)
                 task = None
             except SemaphoreRejected:
                 raise

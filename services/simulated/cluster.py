@@ -5,7 +5,7 @@ advance it too), `uid`, `generation` and `creationTimestamp`, the API's name, la
 rules (shared with the tests' API stand-in in `services.kubernetes.object_rules`), list then watch
 from the list's resourceVersion, `410 Gone` for a resourceVersion older than the kept history, and
 deletion through the finalizer (deletionTimestamp first, DELETED once the finalizer is gone). Errors are
-`ClusterError` / `TerraformConflict` with the HTTP status the real adapter would report.
+the classes of `services.kubernetes.errors` the real adapter would raise, with the same HTTP status.
 
 The "controller" is one asyncio task per object, re-run by `request_reconcile`; it writes the Ready
 sequence tofu-controller writes for an auto-approved plan: Unknown/Progressing → Unknown/
@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from services.kubernetes.cluster import ClusterError, TerraformConflict
+from services.kubernetes.errors import (
+    ClusterGone,
+    ClusterInvalid,
+    ClusterNotFound,
+    ClusterUnavailable,
+    TerraformConflict,
+)
 from services.kubernetes.object_rules import (
     LabelMatcher,
     SelectorError,
@@ -44,14 +50,14 @@ from services.kubernetes.terraform_object import (
     RECONCILE_ANNOTATION,
     instance_id_of,
 )
-from services.simulated import tofu_script as tofu
+from services.simulated import tofu_controller_writes as tofu
 from services.simulated.failures import FailurePlan
 
 if TYPE_CHECKING:
     from services.instances.ports import Cluster
     from services.kubernetes.watch import WatchSource
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -162,13 +168,13 @@ class SimulatedCluster:
 
     async def request_reconcile(self, namespace: str, name: str) -> None:
         """Set `reconcile.fluxcd.io/requestedAt`, as `flux reconcile` does; the controller runs again.
-        A missing object is ClusterError 404; an object being deleted only gets the annotation."""
+        A missing object is ClusterNotFound (404); an object being deleted only gets the annotation."""
         what = f"patch terraform {namespace}/{name}"
         self._check_open(what)
         key = (namespace, name)
         obj = self._objects.get(key)
         if obj is None:
-            raise ClusterError(f"{what}: 404 Not Found", status=404)
+            raise ClusterNotFound(f"{what}: 404 Not Found", status=404)
         requested_at = tofu.requested_at()
 
         def annotate(o: dict[str, Any]) -> None:
@@ -204,7 +210,7 @@ class SimulatedCluster:
         timeout_seconds: int = 300,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Events `{type, object}` after `resource_version` ("" or "0": the current objects as ADDED
-        first), bookmarks included, until `timeout_seconds` pass or `close()`. ClusterError 410 when the
+        first), bookmarks included, until `timeout_seconds` pass or `close()`. ClusterGone (410) when the
         resourceVersion is older than the kept history."""
         self._check_open("watch terraforms")
         matches = _selector(label_selector, "watch terraforms")
@@ -233,7 +239,7 @@ class SimulatedCluster:
                         "object": {"apiVersion": API_VERSION, "kind": KIND, "metadata": meta},
                     }
                 elif queued.kind == "GONE":
-                    raise ClusterError("watch terraforms: 410 Gone (too old resource version)", status=410)
+                    raise ClusterGone("watch terraforms: 410 Gone (too old resource version)", status=410)
                 else:
                     return
         finally:
@@ -323,7 +329,7 @@ class SimulatedCluster:
             if self._controllers.get(key) is done:
                 del self._controllers[key]
             if not done.cancelled() and (error := done.exception()) is not None:
-                log.error("simulated tofu-controller failed on %s/%s", *key, exc_info=error)
+                logger.error("simulated tofu-controller failed on %s/%s", *key, exc_info=error)
 
         task.add_done_callback(forget)
 
@@ -336,12 +342,12 @@ class SimulatedCluster:
 
     def _check_open(self, what: str) -> None:
         if self._closed:
-            raise ClusterError(f"{what}: the simulated cluster is closed")
+            raise ClusterUnavailable(f"{what}: the simulated cluster is closed")
 
     def _admit(self, obj: dict[str, Any], what: str) -> dict[str, Any]:
         """The API server's part of a create: validate, drop what clients may not set, fill the rest."""
         if obj.get("apiVersion") != API_VERSION or obj.get("kind") != KIND:
-            raise ClusterError(f"{what}: 400 Bad Request (not a {KIND} of {API_VERSION})", status=400)
+            raise ClusterInvalid(f"{what}: 400 Bad Request (not a {KIND} of {API_VERSION})", status=400)
         created = copy.deepcopy(obj)
         meta = created["metadata"]
         labels = meta.get("labels") or {}
@@ -349,7 +355,7 @@ class SimulatedCluster:
         if not is_dns1123_subdomain(meta["name"]):
             problems.insert(0, "metadata.name is invalid")
         if problems:
-            raise ClusterError(f"{what}: 422 Unprocessable Entity ({'; '.join(problems)})", status=422)
+            raise ClusterInvalid(f"{what}: 422 Unprocessable Entity ({'; '.join(problems)})", status=422)
         for field in ("deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "finalizers"):
             meta.pop(field, None)
         meta |= {"uid": _uuid(), "creationTimestamp": tofu.now(), "generation": 1}
@@ -410,11 +416,11 @@ class SimulatedCluster:
         try:
             start = int(resource_version)
         except ValueError:
-            raise ClusterError(
+            raise ClusterInvalid(
                 f"watch terraforms: 400 Bad Request ({resource_version!r})", status=400
             ) from None
         if start < self._compacted:
-            raise ClusterError(f"watch terraforms: 410 Gone (too old resource version: {start})", status=410)
+            raise ClusterGone(f"watch terraforms: 410 Gone (too old resource version: {start})", status=410)
         return [event for event in self._history if event.resource_version > start]
 
     def _broadcast(self, item: _Event | _Signal) -> None:
@@ -426,7 +432,7 @@ def _selector(text: str, what: str) -> LabelMatcher:
     try:
         return parse_selector(text)
     except SelectorError as exc:
-        raise ClusterError(
+        raise ClusterInvalid(
             f"{what}: 400 Bad Request (unable to parse requirement: {exc})", status=400
         ) from None
 

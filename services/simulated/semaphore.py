@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from services.semaphore.client import START_KEY_VAR
-from services.semaphore.model import SemaphoreNotFound, SemaphoreTask, SemaphoreUnavailable, TaskStatus
+from services.semaphore.errors import SemaphoreNotFound, SemaphoreUnavailable
+from services.semaphore.model import START_KEY_VAR, SemaphoreTask, TaskStatus
 from services.simulated.failures import FailurePlan
 from services.simulated.playbook import run_log
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from services.instances.ports import TaskRunner
     from services.semaphore.poller import TaskReader
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 OnFinished = Callable[[int], Awaitable[None]]
 
@@ -189,7 +189,7 @@ class SimulatedSemaphore:
             try:
                 await self.on_finished(task.id)
             except Exception:
-                log.exception("simulated semaphore: the on_finished hint for task %s failed", task.id)
+                logger.exception("simulated semaphore: the on_finished hint for task %s failed", task.id)
 
     @staticmethod
     def _advance(task: _Task, status: TaskStatus, lines: list[str]) -> None:

@@ -10,7 +10,8 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from services.kubernetes.cluster import ClusterError, TerraformCluster, TerraformConflict, connect
+from services.kubernetes.cluster import TerraformCluster, connect
+from services.kubernetes.errors import ClusterError, ClusterInvalid, ClusterUnavailable, TerraformConflict
 from services.kubernetes.terraform_object import GROUP, PLURAL, VERSION, build_terraform_object
 from tests.kubernetes.support import NAMESPACE, make_spec
 from tests.peers.kube_api import TERRAFORMS, TF_FINALIZER, KubeApiEmulator
@@ -185,7 +186,7 @@ async def test_list_with_label_selectors(kube_api: KubeApiEmulator, cluster: Ter
     for selector, count in cases.items():
         assert len((await cluster.list(selector, namespace=NAMESPACE))[0]) == count, selector
     assert len((await cluster.list())[0]) == 2  # cluster-wide
-    with pytest.raises(ClusterError) as caught:
+    with pytest.raises(ClusterInvalid) as caught:
         await cluster.list("a in b", namespace=NAMESPACE)
     assert caught.value.status == 400
 
@@ -203,7 +204,7 @@ async def test_resource_versions_only_grow(kube_api: KubeApiEmulator, cluster: T
 async def test_errors_become_cluster_errors(kube_api: KubeApiEmulator, cluster: TerraformCluster) -> None:
     path = kube_api.collection_path(TERRAFORMS, NAMESPACE)
     kube_api.fail_next(1, path=path, method="GET")
-    with pytest.raises(ClusterError) as caught:
+    with pytest.raises(ClusterUnavailable) as caught:
         await cluster.list(namespace=NAMESPACE)
     assert caught.value.status == 500
     assert (await cluster.list(namespace=NAMESPACE))[0] == []

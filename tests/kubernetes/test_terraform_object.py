@@ -8,7 +8,8 @@ import uuid
 import jsonschema
 import pytest
 
-from services.kubernetes.cluster import ClusterError, TerraformCluster
+from services.kubernetes.cluster import TerraformCluster
+from services.kubernetes.errors import ClusterInvalid
 from services.kubernetes.terraform_object import build_terraform_object, terraform_object_name
 from tests.kubernetes.support import NAMESPACE, make_spec
 from tests.peers.kube_api import TERRAFORMS, KubeApiEmulator, load_terraform_schema
@@ -83,7 +84,7 @@ async def test_api_rejects_an_invalid_object_with_422(
     obj = build_terraform_object(make_spec())
     obj["spec"]["sourceRef"]["kind"] = "HelmRepository"
     del obj["spec"]["interval"]
-    with pytest.raises(ClusterError) as caught:
+    with pytest.raises(ClusterInvalid) as caught:
         await cluster.create(obj)
     assert caught.value.status == 422
     assert kube_api.list(TERRAFORMS, NAMESPACE)["items"] == []

@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from services.kubernetes.cluster import ClusterError, TerraformCluster
+from services.kubernetes.cluster import TerraformCluster
+from services.kubernetes.errors import ClusterGone
 from services.kubernetes.terraform_object import MANAGED_BY_LABEL, build_terraform_object
 from services.kubernetes.watch import Backoff
 from tests.kubernetes.support import NAMESPACE, Recorder, eventually, make_spec, running_watch, versions_in
@@ -208,7 +209,7 @@ async def test_raw_watch_semantics(kube_api: KubeApiEmulator, cluster: Terraform
                 kube_api.end_watches()
     assert seen == ["DELETED", "ADDED", "BOOKMARK"]
     kube_api.compact()
-    with pytest.raises(ClusterError) as caught:
+    with pytest.raises(ClusterGone) as caught:
         await drain(cluster.watch(resource_version=since, namespace=NAMESPACE))
     assert caught.value.status == 410
 

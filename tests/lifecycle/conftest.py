@@ -27,8 +27,8 @@ from gateway.app import create_app
 from gateway.bootstrap import Runtime, build_runtime
 from gateway.settings import Settings
 from services.db.engine import make_engine
-from services.kubernetes.cluster import RECONCILE_ANNOTATION, TerraformCluster
-from services.kubernetes.terraform_object import outputs_secret_name
+from services.kubernetes.cluster import TerraformCluster
+from services.kubernetes.terraform_object import RECONCILE_ANNOTATION, outputs_secret_name
 from services.semaphore.client import SemaphoreClient
 from tests.conftest import ORG, Issuer
 from tests.peers.kube_api import SECRETS, TERRAFORMS, TF_FINALIZER, ApiError, KubeApiEmulator

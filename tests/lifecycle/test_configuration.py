@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.semaphore.client import START_KEY_VAR
+from services.semaphore.model import START_KEY_VAR
 from tests.lifecycle.conftest import Gateway, Peers, eventually
 
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import func, select
 
-from services.db.models import Instance, InstanceEvent
+from services.db.models import InstanceEventRow, InstanceRow
 from tests.lifecycle.conftest import Gateway, GatewayFactory, Peers
 from tests.peers.kube_api import TERRAFORMS
 
@@ -95,7 +95,7 @@ async def test_hostile_input_is_refused_by_field_and_nothing_is_stored(
     assert listed["instances"]["nodes"] == []
     assert objects(peers) == []
     async with gateway.runtime.engine.connect() as connection:
-        for table in (Instance, InstanceEvent):
+        for table in (InstanceRow, InstanceEventRow):
             assert await connection.scalar(select(func.count()).select_from(table)) == 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from services.semaphore.client import START_KEY_VAR
+from services.semaphore.model import START_KEY_VAR
 from tests.lifecycle.conftest import TEMPLATE_ID, Gateway, Peers
 from tests.peers.kube_api import load_terraform_schema
 

@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.db.models import Instance
+from services.db.models import InstanceRow
 from tests.lifecycle.conftest import Gateway, GatewayFactory, Peers, eventually
 
 NETWORKS = "10.20.0.0/16, fd00:20::/64"
@@ -78,8 +78,8 @@ async def test_a_stored_address_is_checked_again_before_the_task_starts(
     await first.stop()
     async with engine.begin() as connection:
         await connection.execute(
-            update(Instance)
-            .where(Instance.id == uuid.UUID(instance_id))
+            update(InstanceRow)
+            .where(InstanceRow.id == uuid.UUID(instance_id))
             .values(ip_address="10.20.0.9 -o ProxyCommand=id")
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.kubernetes.cluster import RECONCILE_ANNOTATION
+from services.kubernetes.terraform_object import RECONCILE_ANNOTATION
 from tests.lifecycle.conftest import Gateway, GatewayFactory, Peers, eventually
 
 

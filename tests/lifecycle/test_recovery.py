@@ -7,14 +7,15 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.db.models import Instance, InstanceStatus
+from services.db.models import InstanceRow
+from services.instances.states import InstanceStatus
 from tests.lifecycle.conftest import NAMESPACE, USER, GatewayFactory, Peers, eventually
 from tests.support.factories import insert_instances, instance_row
 
 
 async def _task_id_of(engine: AsyncEngine, instance_id: str) -> int | None:
     async with engine.connect() as connection:
-        query = select(Instance.semaphore_task_id).where(Instance.id == uuid.UUID(instance_id))
+        query = select(InstanceRow.semaphore_task_id).where(InstanceRow.id == uuid.UUID(instance_id))
         value: int | None = (await connection.execute(query)).scalar_one()
     return value
 

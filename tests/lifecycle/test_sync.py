@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.db.models import InstanceStatus
+from services.instances.states import InstanceStatus
 from services.kubernetes.terraform_object import TerraformSpec, build_terraform_object
 from tests.lifecycle.conftest import NAMESPACE, USER, GatewayFactory, Peers
 from tests.peers.kube_api import TERRAFORMS

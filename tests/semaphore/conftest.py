@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.semaphore import SemaphoreClient
+from services.semaphore.client import SemaphoreClient
 from tests.peers.semaphore_api import SemaphoreEmulator, running_semaphore
 
 PROJECT_ID = 1

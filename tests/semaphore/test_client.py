@@ -8,14 +8,9 @@ import socket
 
 import pytest
 
-from services.semaphore import (
-    START_KEY_VAR,
-    SemaphoreClient,
-    SemaphoreNotFound,
-    SemaphoreRejected,
-    SemaphoreUnavailable,
-    TaskStatus,
-)
+from services.semaphore.client import SemaphoreClient
+from services.semaphore.errors import SemaphoreNotFound, SemaphoreRejected, SemaphoreUnavailable
+from services.semaphore.model import START_KEY_VAR, TaskStatus
 from tests.peers.semaphore_api import SemaphoreEmulator
 from tests.semaphore.conftest import TEMPLATE_ID, make_client
 

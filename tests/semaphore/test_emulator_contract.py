@@ -8,7 +8,7 @@ import httpx
 import jsonschema
 import pytest
 
-from services.semaphore import SemaphoreClient
+from services.semaphore.client import SemaphoreClient
 from tests.peers.semaphore_api import (
     SemaphoreEmulator,
     definition_schema,

@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
-from services.semaphore import PollTimedOut, SemaphoreNotFound, SemaphoreTask, TaskPoller, poll_task
+from services.semaphore.errors import SemaphoreNotFound
+from services.semaphore.model import SemaphoreTask
+from services.semaphore.poller import PollTimedOut, TaskPoller, poll_task
 from tests.peers.semaphore_api import SemaphoreEmulator
 from tests.semaphore.conftest import make_client
 

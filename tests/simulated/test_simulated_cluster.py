@@ -12,8 +12,14 @@ from typing import Any
 import pytest
 
 from services.instances.ports import Cluster
-from services.kubernetes.cluster import ClusterError, TerraformConflict
 from services.kubernetes.conditions import TerraformPhase, signal_of
+from services.kubernetes.errors import (
+    ClusterError,
+    ClusterGone,
+    ClusterInvalid,
+    ClusterNotFound,
+    TerraformConflict,
+)
 from services.kubernetes.outputs import instance_outputs
 from services.kubernetes.terraform_object import (
     FINALIZER,
@@ -207,24 +213,24 @@ async def test_create_is_idempotent_per_instance_and_conflicts_across(cluster: S
 async def test_invalid_objects_are_refused(cluster: SimulatedCluster) -> None:
     bad_name = terraform()
     bad_name["metadata"]["name"] = "Not_A_Name"
-    with pytest.raises(ClusterError) as invalid:
+    with pytest.raises(ClusterInvalid) as invalid:
         await cluster.create(bad_name)
     assert invalid.value.status == 422
     for name in ("", "inst-1\n", "x" * 254):
         bad_name["metadata"]["name"] = name
-        with pytest.raises(ClusterError) as invalid:
+        with pytest.raises(ClusterInvalid) as invalid:
             await cluster.create(bad_name)
         assert invalid.value.status == 422, name
     for labels in ({"bad key": "x"}, {"team": "-infra"}, {"team": "x" * 64}, {"/team": "x"}):
         bad_labels = terraform()
         bad_labels["metadata"]["labels"] |= labels
-        with pytest.raises(ClusterError) as invalid:
+        with pytest.raises(ClusterInvalid) as invalid:
             await cluster.create(bad_labels)
         assert invalid.value.status == 422, labels
         assert "metadata.labels" in str(invalid.value)
     assert (await cluster.list(""))[0] == []
     wrong_kind = terraform() | {"kind": "Kustomization"}
-    with pytest.raises(ClusterError) as bad:
+    with pytest.raises(ClusterInvalid) as bad:
         await cluster.create(wrong_kind)
     assert bad.value.status == 400
 
@@ -253,11 +259,11 @@ async def test_list_honours_selectors_and_namespaces(cluster: SimulatedCluster) 
     notin = (await cluster.list("team notin (infra)", namespace=NAMESPACE))[0]
     assert [name_of(o) for o in notin] == [name_of(managed)]
     for malformed in ("team in infra", "team=infra,", "team=in fra", "-team"):
-        with pytest.raises(ClusterError) as bad:
+        with pytest.raises(ClusterInvalid) as bad:
             await cluster.list(malformed)
         assert bad.value.status == 400, malformed
     stream = cluster.watch(resource_version="0", label_selector="team in (a b)")
-    with pytest.raises(ClusterError) as bad:
+    with pytest.raises(ClusterInvalid) as bad:
         await anext(stream)
     assert bad.value.status == 400
 
@@ -286,7 +292,7 @@ async def test_watch_of_a_compacted_resource_version_is_410(cluster: SimulatedCl
     await cluster.create(terraform("new"))
     cluster.compact()
     stream = cluster.watch(resource_version=version)
-    with pytest.raises(ClusterError) as gone:
+    with pytest.raises(ClusterGone) as gone:
         async with aclosing(stream):
             await anext(stream)
     assert gone.value.status == 410
@@ -314,7 +320,7 @@ async def test_watch_ends_after_its_timeout(cluster: SimulatedCluster) -> None:
 
 
 async def test_request_reconcile_of_a_missing_object_is_404(cluster: SimulatedCluster) -> None:
-    with pytest.raises(ClusterError) as missing:
+    with pytest.raises(ClusterNotFound) as missing:
         await cluster.request_reconcile(NAMESPACE, "inst-missing")
     assert missing.value.status == 404
 

@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.instances.ports import TaskRunner
-from services.semaphore import START_KEY_VAR, PollTimedOut, SemaphoreNotFound, SemaphoreTask, poll_task
-from services.semaphore.model import SemaphoreUnavailable
+from services.semaphore.errors import SemaphoreNotFound, SemaphoreUnavailable
+from services.semaphore.model import START_KEY_VAR, SemaphoreTask
+from services.semaphore.poller import PollTimedOut, poll_task
 from services.simulated import SimulatedSemaphore
 from tests.simulated.support import STEP
 

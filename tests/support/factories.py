@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.db.models import Instance, InstanceEvent, InstanceStatus
+from services.db.models import InstanceEventRow, InstanceRow
+from services.instances.states import InstanceStatus
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -40,9 +41,9 @@ def instance_row(index: int, **overrides: object) -> dict[str, object]:
 
 async def insert_instances(engine: AsyncEngine, rows: list[dict[str, object]]) -> list[dict[str, object]]:
     async with engine.begin() as connection:
-        await connection.execute(insert(Instance), rows)
+        await connection.execute(insert(InstanceRow), rows)
         await connection.execute(
-            insert(InstanceEvent),
+            insert(InstanceEventRow),
             [
                 {
                     "instance_id": row["id"],

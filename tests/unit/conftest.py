@@ -26,10 +26,10 @@ from migrations.runner import upgrade
 from services.auth.permissions import DEFAULT_POLICY
 from services.auth.principal import Principal
 from services.db.engine import make_engine
-from services.db.models import InstanceStatus
-from services.instances.lifecycle import Lifecycle, Outcome
+from services.instances.lifecycle import ActionResult, Lifecycle
 from services.instances.policy import CreateRequest
 from services.instances.records import InstanceEventRecord, InstanceRecord
+from services.instances.states import InstanceStatus
 from services.simulated.cluster import SimulatedCluster
 from services.simulated.semaphore import SimulatedSemaphore
 
@@ -108,7 +108,7 @@ class Domain:
             while not self.lifecycle.watch_health.connected:
                 await asyncio.sleep(0.001)
 
-    async def create(self, name: str, caller: Principal | None = None, **fields: str) -> Outcome:
+    async def create(self, name: str, caller: Principal | None = None, **fields: str) -> ActionResult:
         request = CreateRequest(
             name=name, flavor=fields.pop("flavor", "small"), image=fields.pop("image", "debian-12"), **fields
         )

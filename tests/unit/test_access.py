@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from services.auth.principal import SYSTEM, Principal
-from services.db.models import Instance, InstanceStatus
+from services.db.models import InstanceRow
 from services.instances.access import may_delete, may_retry, visibility_of
 from services.instances.records import InstanceRecord
+from services.instances.states import InstanceStatus
 from services.instances.visibility import Visibility
 from tests.support.factories import insert_instances, instance_row
 from tests.unit.conftest import ADMIN_ORG, Domain, principal
@@ -132,7 +133,7 @@ async def test_the_sql_clause_selects_exactly_what_the_predicate_allows(domain_w
     for caller, who in CALLERS.items():
         clause = visibility_of(who).clause()
         async with engine.connect() as connection:
-            selected = set((await connection.execute(select(Instance.name).where(clause))).scalars())
+            selected = set((await connection.execute(select(InstanceRow.name).where(clause))).scalars())
 
         assert selected == {names[name] for name in EXPECTED[caller][0]}, caller
 

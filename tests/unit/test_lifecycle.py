@@ -6,7 +6,12 @@ import asyncio
 import uuid
 from collections import Counter
 
-from services.db.models import InstanceStatus
+from services.instances.states import (
+    FAIL_OBJECT_LOST,
+    FAIL_PROVISIONING,
+    FINISH_CONFIGURING,
+    InstanceStatus,
+)
 from tests.unit.conftest import Domain, Domains, principal
 
 S = InstanceStatus
@@ -226,21 +231,15 @@ async def test_a_stale_transition_loses_the_compare_and_set(make_domain: Domains
     created = await domain.create_ok("web")
     store = domain.lifecycle.store
 
-    wrong_status = await store.transition(
-        created.id, to=S.ACTIVE, allowed_from={S.CONFIGURING}, actor="test", reason="Nope"
-    )
+    wrong_status = await store.transition(created.id, FINISH_CONFIGURING, actor="test", reason="Nope")
     stale = await store.transition(
-        created.id, to=S.FAILED, allowed_from={S.PENDING}, actor="test", expected_version=created.version + 1
+        created.id, FAIL_PROVISIONING, actor="test", expected_version=created.version + 1
     )
     refused_by_when = await store.transition(
-        created.id,
-        to=S.FAILED,
-        allowed_from={S.PENDING},
-        actor="test",
-        when=lambda r: r.ip_address is not None,
+        created.id, FAIL_PROVISIONING, actor="test", when=lambda r: r.ip_address is not None
     )
-    moved = await store.transition(created.id, to=S.FAILED, allowed_from={S.PENDING}, actor="test")
-    again = await store.transition(created.id, to=S.FAILED, allowed_from={S.PENDING}, actor="test")
+    moved = await store.transition(created.id, FAIL_PROVISIONING, actor="test")
+    again = await store.transition(created.id, FAIL_PROVISIONING, actor="test")
 
     assert wrong_status is None
     assert stale is None
@@ -249,7 +248,7 @@ async def test_a_stale_transition_loses_the_compare_and_set(make_domain: Domains
     assert moved is not None
     assert (moved.status, moved.version) == (S.FAILED, created.version + 1)
     assert await domain.statuses(created.id) == ["PENDING", "FAILED"]
-    assert await store.transition(uuid.uuid4(), to=S.FAILED, allowed_from=set(S), actor="test") is None
+    assert await store.transition(uuid.uuid4(), FAIL_OBJECT_LOST, actor="test") is None
 
 
 async def test_duplicate_cluster_news_changes_nothing(domain: Domain) -> None:

@@ -2,7 +2,7 @@
 
 Pure functions over plain dicts, kept apart from the cluster's storage and timing. The values follow
 tofu-controller v1alpha2: its finalizer and the `reconcile.fluxcd.io/requestedAt` annotation (named in
-`services.kubernetes.terraform_object`), its `Ready` reasons (see `services.kubernetes.conditions`),
+`services.kubernetes.terraform_object`), its `Ready` reasons (the constants of `services.instances.reasons`),
 and writeOutput's Secret layout (a string output stored raw, base64 in `data`, an owner reference to the
 Terraform object, the labels of `spec.writeOutputsToSecret`). The VM's address is derived from the
 instance id so it is stable.
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from services.instances import reasons
 from services.kubernetes.terraform_object import (
     API_VERSION,
     FINALIZER,
@@ -25,13 +26,6 @@ from services.kubernetes.terraform_object import (
 )
 
 HOSTNAME_DOMAIN: Final = "opencsp.internal"
-
-# Ready condition reasons, as tofu-controller writes them.
-PROGRESSING: Final = "Progressing"
-PLANNED_WITH_CHANGES: Final = "TerraformPlannedWithChanges"
-APPLIED_SUCCEED: Final = "TerraformAppliedSucceed"
-OUTPUTS_WRITTEN: Final = "TerraformOutputsWritten"
-APPLY_FAILED: Final = "TFExecApplyFailed"
 
 
 def now() -> str:
@@ -112,7 +106,7 @@ def reconcile_steps(obj: dict[str, Any], *, fails: bool) -> tuple[Mutation, list
         requested = (o["metadata"].get("annotations") or {}).get(RECONCILE_ANNOTATION)
         if requested:
             o["status"]["lastHandledReconcileAt"] = requested
-        set_ready(o, "Unknown", PROGRESSING, "Reconciliation in progress")
+        set_ready(o, "Unknown", reasons.PROGRESSING, "Reconciliation in progress")
 
     def planned(o: dict[str, Any]) -> None:
         o["status"] |= {
@@ -121,29 +115,29 @@ def reconcile_steps(obj: dict[str, Any], *, fails: bool) -> tuple[Mutation, list
             "lastPlanAt": now(),
         }
         o["status"] |= {"plan": {"pending": plan}, "lastPlannedGeneration": o["metadata"]["generation"]}
-        set_ready(o, "Unknown", PLANNED_WITH_CHANGES, "Plan generated")
+        set_ready(o, "Unknown", reasons.PLANNED_WITH_CHANGES, "Plan generated")
 
     def failed(o: dict[str, Any]) -> None:
         o["status"] |= {
             "plan": {},
             "reconciliationFailures": o["status"].get("reconciliationFailures", 0) + 1,
         }
-        set_ready(o, "False", APPLY_FAILED, apply_failure_message(o), observed=True)
+        set_ready(o, "False", reasons.APPLY_FAILED, apply_failure_message(o), observed=True)
 
     def applied(o: dict[str, Any]) -> None:
         o["status"] |= {"lastAppliedRevision": revision, "plan": {"lastApplied": plan}}
-        set_ready(o, "Unknown", APPLIED_SUCCEED, "Applied successfully")
+        set_ready(o, "Unknown", reasons.APPLIED_SUCCEED, "Applied successfully")
 
     def outputs_written(o: dict[str, Any]) -> None:
         o["status"] |= {"availableOutputs": ["hostname", "ip_address"], "reconciliationFailures": 0}
         o["status"]["lastSuccessfulReconcileAt"] = now()
-        set_ready(o, "True", OUTPUTS_WRITTEN, f"Outputs written: {revision}", observed=True)
+        set_ready(o, "True", reasons.OUTPUTS_WRITTEN, f"Outputs written: {revision}", observed=True)
 
     return start, ([planned, failed] if fails else [planned, applied, None, outputs_written])
 
 
 def destroying(obj: dict[str, Any]) -> None:
-    set_ready(obj, "Unknown", PROGRESSING, "Destroying")
+    set_ready(obj, "Unknown", reasons.PROGRESSING, "Destroying")
 
 
 def apply_failure_message(obj: dict[str, Any]) -> str:
