@@ -11,7 +11,6 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -22,11 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from schema.metrics import Outcome
+from schema.metrics import OperationOutcome
 from services.events.model import StatusChanged
-
-if TYPE_CHECKING:
-    from services.kubernetes.watch import WatchHealth
+from services.kubernetes.watch import WatchHealth
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +96,7 @@ class Metrics:
         )
 
     # GraphQL (schema.metrics.OperationRecorder).
-    def operation(self, name: str | None, outcome: Outcome, seconds: float | None) -> None:
+    def operation(self, name: str | None, outcome: OperationOutcome, seconds: float | None) -> None:
         label = self._operation_label(name)
         self.operations.labels(label, outcome).inc()
         if seconds is not None:
