@@ -35,6 +35,7 @@ tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports  # the layer contracts of pyproject.toml ([tool.importlinter])
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

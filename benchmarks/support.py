@@ -36,7 +36,7 @@ from starlette.routing import Route
 
 from gateway.app import create_app
 from gateway.bootstrap import Runtime, build_runtime
-from gateway.cli import loop_factory
+from gateway.serving import loop_factory
 from gateway.settings import load_settings
 from migrations.runner import upgrade
 from services.db.engine import make_engine, make_sessionmaker

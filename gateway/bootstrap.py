@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -30,7 +30,12 @@ from services.instances.lifecycle import Lifecycle, Quotas
 from services.instances.ports import Cluster, TaskRunner
 from services.instances.provisioning import Provisioning, TerraformSettings
 from services.instances.reading import InstanceReader
+from services.instances.records import StatusChanged
 from services.instances.store import InstanceStore, Quota
+from services.kubernetes.watch import WatchHealth
+from services.semaphore.client import SemaphoreClient
+from services.simulated.cluster import SimulatedCluster
+from services.simulated.semaphore import SimulatedSemaphore
 
 logger = logging.getLogger(__name__)
 
@@ -38,28 +43,48 @@ DEV_ISSUER = "http://opencsp-gateway.dev.localhost"
 DEV_PROJECT_ID = "opencsp-dev"
 
 
-@dataclass(slots=True)
 class Runtime:
-    """Everything one process owns, starts and must close on shutdown."""
+    """Everything one process owns, starts and must close on shutdown.
 
-    settings: Settings
-    engine: AsyncEngine
-    services: Services
-    bus: EventBus
-    keys: KeySetCache
-    verifier: TokenVerifier
-    cluster: Cluster
-    runner: TaskRunner
-    dev_issuer: DevIssuer | None = None
-    readiness: Readiness = field(init=False, repr=False)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
-    _listening: bool = field(default=False, repr=False)
-    _watching: bool = field(default=False, repr=False)
+    Its collaborators (the key set, the cluster, the task runner, the lifecycle's parts) are private: the
+    edges get what they need from it (`services`, `verifier`, `readiness`, `hint_task`, `http_clients`,
+    the metrics hooks), and `aclose` is the one shutdown sequence, for the app and the tests alike.
+    `engine` and `bus` are readable so tests and benchmarks can look at the database and the LISTEN
+    connection; only the runtime closes them.
+    """
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: AsyncEngine,
+        services: Services,
+        bus: EventBus,
+        keys: KeySetCache,
+        verifier: TokenVerifier,
+        cluster: Cluster,
+        runner: TaskRunner,
+        store: InstanceStore,
+        configuration: Configuration,
+        dev_issuer: DevIssuer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.services = services
+        self.bus = bus
+        self.verifier = verifier
+        self.dev_issuer = dev_issuer
+        self._keys = keys
+        self._cluster = cluster
+        self._runner = runner
+        self._store = store
+        self._configuration = configuration
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listening = False
+        self._watching = False
         self.readiness = Readiness(
             {
-                "database": database_check(self.engine),
+                "database": database_check(engine),
                 "jwks": self._keys_loaded,
                 "cluster_watch": self._watch_connected,
                 "events": self._events_listening,
@@ -67,15 +92,40 @@ class Runtime:
         )
 
     @property
-    def lifecycle(self) -> Lifecycle:
+    def _lifecycle(self) -> Lifecycle:
         return self.services.lifecycle
+
+    @property
+    def watch_health(self) -> WatchHealth:
+        """The cluster watch's own counters (connected, reconnects, relists)."""
+        return self._lifecycle.watch_health
+
+    @property
+    def http_clients(self) -> dict[str, httpx.AsyncClient]:
+        """The HTTP clients of peers, by peer name, for metrics and tracing to hook onto."""
+        clients = {"jwks": self._keys.http}
+        if isinstance(self._runner, SemaphoreClient):
+            clients["semaphore"] = self._runner.http
+        return clients
+
+    def observe_transitions(self, observer: Callable[[StatusChanged], None]) -> None:
+        """Call `observer` with every transition this process commits."""
+        self._store.observe(observer)
+
+    async def hint_task(self, task_id: int) -> None:
+        """A Semaphore task may have moved (the webhook): read it now rather than at the next poll."""
+        await self._configuration.hint(task_id)
+
+    async def refresh_keys(self) -> bool:
+        """Fetch the issuer's key set now (within the cache's rate limit); True when one is loaded."""
+        return await self._keys.refresh()
 
     # Readiness reads state the background tasks keep; none of these checks reaches a peer.
     async def _keys_loaded(self) -> bool:
-        return self.keys.loaded
+        return self._keys.loaded
 
     async def _watch_connected(self) -> bool:
-        return not self._watching or self.lifecycle.watch_health.connected
+        return not self._watching or self.watch_health.connected
 
     async def _events_listening(self) -> bool:
         # Only a started runtime listens; with PostgreSQL its LISTEN connection must be up.
@@ -84,22 +134,22 @@ class Runtime:
     async def start(self, *, background: bool = True) -> None:
         """Load keys, start fanning out events, settle what a previous process left unfinished, then
         watch and reconcile."""
-        await self.keys.refresh()
+        await self._keys.refresh()
         self._tasks.append(asyncio.create_task(self.services.hub.run(), name="event hub"))
         self._listening = True
         # Keeps /readyz's answer, and retries loading the issuer's keys (rate-limited) if start-up could not.
-        self._tasks.append(asyncio.create_task(self.readiness.run(self.keys.load_if_due), name="readiness"))
+        self._tasks.append(asyncio.create_task(self.readiness.run(self._keys.load_if_due), name="readiness"))
         if isinstance(self.bus, PostgresBus):
             try:
                 await asyncio.wait_for(self.bus.wait_listening(), timeout=10)
             except TimeoutError:
                 logger.warning("LISTEN for status changes is not up yet; it keeps trying")
         try:
-            await self.lifecycle.reconcile()
+            await self._lifecycle.reconcile()
         except Exception:  # an unreachable cluster must not stop the API from serving reads
             logger.exception("start-up reconcile failed; the periodic reconcile will retry")
         if background:
-            self._tasks.append(asyncio.create_task(self.lifecycle.run(), name="lifecycle"))
+            self._tasks.append(asyncio.create_task(self._lifecycle.run(), name="lifecycle"))
             self._watching = True
 
     async def aclose(self) -> None:
@@ -110,10 +160,10 @@ class Runtime:
                 await task
         self._tasks.clear()
         self._listening = self._watching = False
-        await self.lifecycle.close()
-        await self.cluster.close()
-        await self.runner.aclose()
-        await self.keys.aclose()
+        await self._lifecycle.close()
+        await self._cluster.close()
+        await self._runner.aclose()
+        await self._keys.aclose()
         await self.engine.dispose()
 
 
@@ -202,6 +252,8 @@ async def build_runtime(
         verifier=verifier,
         cluster=cluster,
         runner=runner,
+        store=store,
+        configuration=configuration,
         dev_issuer=issuer,
     )
 
@@ -254,12 +306,11 @@ def _keys(settings: Settings, issuer: DevIssuer | None) -> KeySetCache:
 
 async def _cluster(settings: Settings) -> Cluster:
     if settings.dev_mode:
-        from services.simulated.cluster import SimulatedCluster
-
         return SimulatedCluster(
             step_delay=settings.dev_step_seconds,
             fail_provisioning_prefix=settings.dev_fail_provisioning_prefix,
         )
+    # Optional in dev mode: only a real cluster loads the Kubernetes client (kubernetes_asyncio).
     from services.kubernetes.cluster import connect
 
     return await connect(settings.kubeconfig)
@@ -267,13 +318,9 @@ async def _cluster(settings: Settings) -> Cluster:
 
 def _runner(settings: Settings) -> TaskRunner:
     if settings.dev_mode:
-        from services.simulated.semaphore import SimulatedSemaphore
-
         return SimulatedSemaphore(
             step_delay=settings.dev_step_seconds, fail_configuring_prefix=settings.dev_fail_configuring_prefix
         )
-    from services.semaphore.client import SemaphoreClient
-
     missing = settings.missing_for_serve()
     if missing or not (settings.semaphore_url and settings.semaphore_token):
         raise ValueError(f"Semaphore is not configured: {', '.join(missing)}")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 
+from gateway.bootstrap import dev_issuer
+from gateway.dev import dev_settings, run_dev
+from gateway.serving import run_server
 from gateway.settings import Settings, SettingsError, load_settings
-from gateway.startup import StartupError, check_revision, cross_org_warning, migrate
-from services.kubernetes.errors import ClusterError
+from gateway.startup import StartupError, check_revision, migrate
+from schema.build import schema_sdl
 
 
 def fail(message: str) -> NoReturn:
@@ -48,8 +50,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
         if args.command == "schema":
-            from schema.build import schema_sdl
-
             sys.stdout.write(schema_sdl())
         elif args.command == "migrate":
             settings = load_settings()
@@ -61,17 +61,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings = load_settings(**overrides)
             serve(settings)
         elif args.command == "token":
-            from gateway.bootstrap import dev_issuer
-            from gateway.dev import dev_settings
-
             dev_settings()
             if args.ttl <= 0:
                 raise StartupError("--ttl must be a positive number of seconds")
             issuer = dev_issuer()
             print(issuer.issue(args.role, sub=args.sub or f"dev-{args.role}", org=args.org, ttl=args.ttl))
         elif args.command == "dev":
-            from gateway.dev import run_dev
-
             run_dev(host=args.host, port=args.port, metrics_port=args.metrics_port)
     except (SettingsError, StartupError) as exc:
         fail(str(exc))
@@ -83,40 +78,6 @@ def serve(settings: Settings) -> None:
         raise StartupError(f"{', '.join(missing)}: required to serve (or run `opencsp-gateway dev`)")
     asyncio.run(check_revision(settings))
     run_server(settings)
-
-
-def run_server(settings: Settings) -> None:
-    """Build the runtime and serve it (and /metrics, on its own port) on one event loop, so pools and
-    clients live where they are used."""
-    from gateway.app import create_app
-    from gateway.bootstrap import build_runtime
-    from gateway.observability.logs import configure_logging
-    from gateway.serving import serve_all, servers
-
-    configure_logging(format=settings.logs_as, level=settings.log_level)
-    warning = cross_org_warning(settings)
-    if warning:
-        logging.getLogger("gateway.startup").warning(warning)
-
-    async def main() -> None:
-        try:
-            runtime = await build_runtime(settings)
-        except ClusterError as error:
-            raise StartupError(str(error)) from None
-        app = create_app(runtime)
-        await serve_all(servers(app, settings))
-
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(main())
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where it is installed (uvicorn[standard] brings it); the benchmarks serve on the same loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":

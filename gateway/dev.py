@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 
+from gateway.bootstrap import dev_issuer
+from gateway.serving import run_server
 from gateway.settings import DEV_DIR, Settings, load_settings
 from gateway.startup import StartupError, migrate
 
@@ -24,8 +26,6 @@ def dev_settings(**overrides: object) -> Settings:
 
 
 def run_dev(*, host: str, port: int, metrics_port: int | None = None) -> None:
-    from gateway.cli import run_server
-
     os.makedirs(DEV_DIR, exist_ok=True)
     overrides: dict[str, object] = {"host": host, "port": port}
     if metrics_port is not None:
@@ -43,8 +43,6 @@ def run_dev(*, host: str, port: int, metrics_port: int | None = None) -> None:
 
 def print_tokens(settings: Settings) -> None:
     """Ready-to-paste tokens, one per role; GraphiQL's headers tab takes {"Authorization": "Bearer …"}."""
-    from gateway.bootstrap import dev_issuer
-
     issuer = dev_issuer()
     print("Tokens (valid 12 h; `opencsp-gateway token --role R` makes more):")
     for role in ("viewer", "user", "operator", "admin"):

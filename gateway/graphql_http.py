@@ -23,7 +23,9 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
+from gateway.bodies import BodyTooLarge, read_body
 from gateway.graphiql import graphiql_html
+from schema.errors import BAD_REQUEST, TRANSPORT_CODES, is_forbidden
 
 logger = logging.getLogger(__name__)
 
@@ -115,20 +117,6 @@ def _from_mapping(data: Mapping[str, Any]) -> GraphQLRequest:
     return GraphQLRequest(query, variables, operation_name, extensions)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise RequestError(413, f"The request body is larger than {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"The request body is larger than {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def parse_request(request: Request, body_limit: int) -> GraphQLRequest:
     if request.method == "GET":
         params = request.query_params
@@ -149,7 +137,10 @@ async def parse_request(request: Request, body_limit: int) -> GraphQLRequest:
     charset = charset.strip().lower()
     if charset and charset.replace(" ", "") not in ("charset=utf-8", 'charset="utf-8"'):
         raise RequestError(415, "Only utf-8 encoded requests are accepted.")
-    body = await read_body(request, body_limit)
+    try:
+        body = await read_body(request, body_limit)
+    except BodyTooLarge as error:
+        raise RequestError(413, str(error)) from None
     if not body:
         raise RequestError(400, "The request body is empty.")
     try:
@@ -170,20 +161,8 @@ def _is_request_error(result: ExecutionResult) -> bool:
     return result.data is None and bool(result.errors) and all(e.path is None for e in result.errors or ())
 
 
-# `extensions.code` of a transport error, so clients can branch without parsing the message.
-_CODES = {
-    400: "BAD_REQUEST",
-    401: "UNAUTHENTICATED",
-    405: "METHOD_NOT_ALLOWED",
-    406: "NOT_ACCEPTABLE",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    500: "INTERNAL_SERVER_ERROR",
-    503: "SERVICE_UNAVAILABLE",
-}
-
-
-def _error_body(message: str, code: str = "BAD_REQUEST") -> bytes:
+def _error_body(message: str, code: str = BAD_REQUEST) -> bytes:
+    """A transport error's body: `extensions.code` (schema.errors) lets clients branch without parsing."""
     return orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
 
 
@@ -206,7 +185,10 @@ class GraphQLHTTP:
     async def handle(self, request: Request) -> Response:
         if request.method not in ("GET", "POST"):
             return Response(
-                _error_body("Use GET for queries or POST.", _CODES[405]), 405, {"Allow": "GET, POST"}, JSON
+                _error_body("Use GET for queries or POST.", TRANSPORT_CODES[405]),
+                405,
+                {"Allow": "GET, POST"},
+                JSON,
             )
         if self._wants_graphiql(request):
             assert self.graphiql_html is not None
@@ -214,7 +196,9 @@ class GraphQLHTTP:
         media_type = negotiate(request.headers.get("accept"))
         if media_type is None:
             return Response(
-                _error_body(f"Accept {GRAPHQL_RESPONSE} or {JSON}.", _CODES[406]), 406, media_type=JSON
+                _error_body(f"Accept {GRAPHQL_RESPONSE} or {JSON}.", TRANSPORT_CODES[406]),
+                406,
+                media_type=JSON,
             )
         try:
             graphql_request = await parse_request(request, self.body_limit)
@@ -222,7 +206,7 @@ class GraphQLHTTP:
             result = await self._execute(request.method, graphql_request, context)
         except RequestError as error:
             return Response(
-                _error_body(error.message, _CODES.get(error.status, "BAD_REQUEST")),
+                _error_body(error.message, TRANSPORT_CODES.get(error.status, BAD_REQUEST)),
                 error.status,
                 error.headers,
                 media_type=f"{media_type}; charset=utf-8",
@@ -234,7 +218,7 @@ class GraphQLHTTP:
             # (context creation, an extension) so no traceback or SQL ever reaches the client.
             logger.exception("GraphQL request failed outside execution")
             return Response(
-                _error_body("Internal server error.", _CODES[500]),
+                _error_body("Internal server error.", TRANSPORT_CODES[500]),
                 500,
                 media_type=f"{media_type}; charset=utf-8",
             )
@@ -287,7 +271,7 @@ class GraphQLHTTP:
 
 
 def _denied(result: ExecutionResult) -> bool:
-    return any((error.extensions or {}).get("code") == "FORBIDDEN" for error in result.errors or ())
+    return any(is_forbidden(error) for error in result.errors or ())
 
 
 def _format(error: GraphQLError) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The listeners of one process, on one event loop: the public API, and `/metrics` on a port of its own.
+"""One serving process: its runtime, and its listeners on one event loop (the public API, and `/metrics` on
+a port of its own). `serve` and `dev` both end in `run_server`.
 
 `/metrics` is unauthenticated and tells who calls what and how often, so it never shares the port tenants
 reach: its own uvicorn server serves it on OPENCSP_METRICS_PORT, which the Service and NetworkPolicy open
@@ -9,12 +10,43 @@ when either stops (a signal, a port that cannot be bound), the other stops too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import uvicorn
 from starlette.applications import Starlette
 
+from gateway.app import create_app
+from gateway.bootstrap import build_runtime
+from gateway.observability.logs import configure_logging
 from gateway.settings import Settings
+from gateway.startup import StartupError, warn_without_admin_org
+from services.kubernetes.errors import ClusterError
+
+
+def run_server(settings: Settings) -> None:
+    """Build the runtime and serve it (and /metrics, on its own port) on one event loop, so pools and
+    clients live where they are used."""
+    configure_logging(format=settings.logs_as, level=settings.log_level)
+    warn_without_admin_org(settings)
+
+    async def main() -> None:
+        try:
+            runtime = await build_runtime(settings)
+        except ClusterError as error:
+            raise StartupError(str(error)) from None
+        await serve_all(servers(create_app(runtime), settings))
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(main())
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (uvicorn[standard] brings it); the benchmarks serve on the same loop."""
+    try:
+        import uvloop  # optional: uvicorn[standard] brings it, a plain uvicorn does not
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def servers(app: Starlette, settings: Settings) -> list[uvicorn.Server]:

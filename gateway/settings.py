@@ -10,6 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -119,8 +120,6 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_json_list(cls, value: object) -> object:
         if isinstance(value, str | bytes):
-            import orjson
-
             try:
                 return orjson.loads(value)
             except orjson.JSONDecodeError as exc:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
+from gateway.bootstrap import admin_org_of, policy_of
 from gateway.settings import Settings
+from migrations.runner import current_revision, head_revision, upgrade
 from services.auth.permissions import ADMIN_ALL_ORGS
+from services.db.engine import make_engine
+
+logger = logging.getLogger(__name__)
 
 
 class StartupError(Exception):
@@ -11,9 +18,6 @@ class StartupError(Exception):
 
 
 async def migrate(settings: Settings) -> None:
-    from migrations.runner import upgrade
-    from services.db.engine import make_engine
-
     engine = make_engine(settings.database_url)
     try:
         await upgrade(engine)
@@ -25,9 +29,6 @@ async def migrate(settings: Settings) -> None:
 
 async def check_revision(settings: Settings) -> None:
     """Serving an old schema corrupts data quietly; refuse instead and say how to fix it."""
-    from migrations.runner import current_revision, head_revision
-    from services.db.engine import make_engine
-
     engine = make_engine(settings.database_url)
     try:
         current = await current_revision(engine)
@@ -48,8 +49,6 @@ def cross_org_warning(settings: Settings) -> str | None:
 
     Nobody crosses orgs then (it fails closed), which is safe but probably not what was meant.
     """
-    from gateway.bootstrap import admin_org_of, policy_of
-
     if admin_org_of(settings):
         return None
     roles = sorted(role for role, permissions in policy_of(settings).items() if ADMIN_ALL_ORGS in permissions)
@@ -59,3 +58,9 @@ def cross_org_warning(settings: Settings) -> str | None:
         f"role {', '.join(roles)} grants {ADMIN_ALL_ORGS} but OPENCSP_OIDC_ADMIN_ORG_ID is unset: "
         "nobody crosses orgs, every admin acts in its own org only; set it to the platform org's id"
     )
+
+
+def warn_without_admin_org(settings: Settings) -> None:
+    warning = cross_org_warning(settings)
+    if warning:
+        logger.warning(warning)

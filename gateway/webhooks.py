@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.bodies import BodyTooLarge, read_body
 from gateway.bootstrap import Runtime
 from services.semaphore.webhook import (
     MAX_BODY_BYTES,
@@ -23,11 +24,10 @@ def semaphore_webhook(runtime: Runtime) -> Callable[[Request], Awaitable[Respons
     async def endpoint(request: Request) -> Response:
         if secret is None:
             return JSONResponse({"error": "webhooks are not configured (OPENCSP_WEBHOOK_SECRET)"}, 404)
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                return JSONResponse({"error": "body too large"}, 413)
+        try:
+            body = await read_body(request, MAX_BODY_BYTES)
+        except BodyTooLarge:
+            return JSONResponse({"error": "body too large"}, 413)
         try:
             hint = verify_hint(
                 secret.get_secret_value(),
@@ -38,7 +38,7 @@ def semaphore_webhook(runtime: Runtime) -> Callable[[Request], Awaitable[Respons
         except WebhookError as error:
             return JSONResponse({"error": str(error)}, 401)
         # The same answer whether or not a task is known: a caller learns nothing about our tasks.
-        await runtime.lifecycle.configuration.hint(hint.task_id)
+        await runtime.hint_task(hint.task_id)
         return JSONResponse({"accepted": True}, 202)
 
     return endpoint

@@ -1,1 +1,5 @@
-"""Thin resolvers: GraphQL arguments in, one service call, GraphQL types out."""
+"""Thin resolvers of the root fields: GraphQL arguments in, one service call, GraphQL types out.
+
+`schema.build` attaches them to Query, Mutation and Subscription; they import `schema` (the types they
+return, the context, the errors), never the assembly.
+"""

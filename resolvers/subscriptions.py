@@ -8,14 +8,10 @@ import strawberry
 
 from resolvers.instances import parse_id
 from schema.context import Context
-from schema.errors import SUBSCRIPTION_CLOSED, BadUserInput, PublicError
+from schema.errors import BadUserInput, SubscriptionEnded
 from schema.types import Instance, InstanceStatusEvent, StatusChangeFilter
 from services.events.hub import StatusUpdate, SubscriptionClosed
 from services.instances.reasons import public_reason
-
-
-class SubscriptionEnded(PublicError):
-    code = SUBSCRIPTION_CLOSED
 
 
 def _event(context: Context, update: StatusUpdate) -> InstanceStatusEvent:
@@ -49,7 +45,7 @@ async def instance_status_changed(
 
 
 async def instance_status_changes(
-    info: strawberry.Info[Context, None], filter: StatusChangeFilter | None
+    info: strawberry.Info[Context, None], filter: StatusChangeFilter | None = None
 ) -> AsyncGenerator[InstanceStatusEvent, None]:
     wanted = set(filter.to or ()) if filter else set()
     needle = (filter.name_contains or "").lower() if filter else ""

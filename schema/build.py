@@ -1,10 +1,14 @@
-"""Assemble the schema: root types wired to resolvers, plus the document limits."""
+"""Assemble the schema: root types wired to resolvers, plus the document limits.
+
+The one module of schema/ above resolvers/: each root field is a resolver attached here with
+`strawberry.field(resolver=…)` (docs/ARCHITECTURE.md, "Layers").
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncGenerator, Callable, Hashable, Iterable, Sequence
-from typing import Annotated, Any
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any
 
 import orjson
 import strawberry
@@ -26,15 +30,11 @@ from schema.limits import DocumentLimits, extensions
 from schema.multiplex import Multiplexer, is_subscription
 from schema.permissions import DeniedMutations, enforce_requirements, mutation_permissions, requires
 from schema.types import (
-    Catalog,
-    CreateInstanceInput,
+    CatalogType,
     Instance,
     InstanceConnection,
-    InstanceFilter,
     InstancePayload,
-    InstanceStatusEvent,
     Me,
-    StatusChangeFilter,
     SyncReport,
 )
 from services.auth.permissions import ADMIN_SYNC, INSTANCE_CREATE, INSTANCE_DELETE, INSTANCE_RETRY
@@ -42,84 +42,51 @@ from services.auth.permissions import ADMIN_SYNC, INSTANCE_CREATE, INSTANCE_DELE
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="One instance by id; null when it does not exist or is not yours to see.")
-    async def instance(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Instance | None:
-        return await resolve_instance(info, id)
-
-    @strawberry.field(description="Instances you may see, newest first.")
-    async def instances(
-        self,
-        info: strawberry.Info[Context, None],
-        filter: InstanceFilter | None = None,
-        first: Annotated[
-            int | None, strawberry.argument(description="Page size: 20 when omitted, at most 100.")
-        ] = None,
-        after: Annotated[
-            str | None, strawberry.argument(description="endCursor of the previous page.")
-        ] = None,
-    ) -> InstanceConnection:
-        return await resolve_instances(info, filter, first, after)
-
-    @strawberry.field(description="Flavors and images that may be ordered.")
-    def catalog(self, info: strawberry.Info[Context, None]) -> Catalog:
-        return resolve_catalog(info)
-
-    @strawberry.field(description="Who you are and what you may do.")
-    def me(self, info: strawberry.Info[Context, None]) -> Me:
-        return resolve_me(info)
+    instance: Instance | None = strawberry.field(
+        resolver=resolve_instance,
+        description="One instance by id; null when it does not exist or is not yours to see.",
+    )
+    instances: InstanceConnection = strawberry.field(
+        resolver=resolve_instances, description="Instances you may see, newest first."
+    )
+    catalog: CatalogType = strawberry.field(
+        resolver=resolve_catalog, description="Flavors and images that may be ordered."
+    )
+    me: Me = strawberry.field(resolver=resolve_me, description="Who you are and what you may do.")
 
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(
-        description="Order a virtual machine; it starts PENDING.", directives=requires(INSTANCE_CREATE)
+    create_instance: InstancePayload = strawberry.mutation(
+        resolver=create_instance,
+        description="Order a virtual machine; it starts PENDING.",
+        directives=requires(INSTANCE_CREATE),
     )
-    async def create_instance(
-        self, info: strawberry.Info[Context, None], input: CreateInstanceInput
-    ) -> InstancePayload:
-        return await create_instance(info, input)
-
-    @strawberry.mutation(
+    delete_instance: InstancePayload = strawberry.mutation(
+        resolver=delete_instance,
         description="Delete an instance (yours; any of your org's with instance:delete:org).",
         directives=requires(INSTANCE_DELETE),
     )
-    async def delete_instance(
-        self, info: strawberry.Info[Context, None], id: strawberry.ID
-    ) -> InstancePayload:
-        return await delete_instance(info, id)
-
-    @strawberry.mutation(
+    retry_instance: InstancePayload = strawberry.mutation(
+        resolver=retry_instance,
         description="Try a FAILED instance again from the phase that failed.",
         directives=requires(INSTANCE_RETRY),
     )
-    async def retry_instance(
-        self, info: strawberry.Info[Context, None], id: strawberry.ID
-    ) -> InstancePayload:
-        return await retry_instance(info, id)
-
-    @strawberry.mutation(
+    sync_instances: SyncReport = strawberry.mutation(
+        resolver=sync_instances,
         description="Reconcile the database with the cluster and report what differed.",
         directives=requires(ADMIN_SYNC),
     )
-    async def sync_instances(self, info: strawberry.Info[Context, None]) -> SyncReport:
-        return await sync_instances(info)
 
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="Every status change of one instance.")
-    async def instance_status_changed(
-        self, info: strawberry.Info[Context, None], id: strawberry.ID
-    ) -> AsyncGenerator[InstanceStatusEvent, None]:
-        async for event in instance_status_changed(info, id):
-            yield event
-
-    @strawberry.subscription(description="Status changes of every instance you may see.")
-    async def instance_status_changes(
-        self, info: strawberry.Info[Context, None], filter: StatusChangeFilter | None = None
-    ) -> AsyncGenerator[InstanceStatusEvent, None]:
-        async for event in instance_status_changes(info, filter):
-            yield event
+    instance_status_changed = strawberry.subscription(
+        resolver=instance_status_changed, description="Every status change of one instance."
+    )
+    instance_status_changes = strawberry.subscription(
+        resolver=instance_status_changes, description="Status changes of every instance you may see."
+    )
 
 
 class GatewaySchema(strawberry.Schema):

@@ -28,6 +28,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext, validate_document
 
 from schema.context import Context
+from schema.errors import unknown_field
 from services.auth.permissions import SCHEMA_INTROSPECT
 from services.auth.principal import Principal
 
@@ -73,8 +74,7 @@ class NoSchemaIntrospection(ValidationRule):
             return
         query_type = self.context.schema.query_type
         if query_type is not None and self.context.get_parent_type() is query_type:
-            # The very message FieldsOnCorrectTypeRule gives an unknown field without suggestions.
-            self.report_error(GraphQLError(f"Cannot query field '{name}' on type '{query_type}'.", node))
+            self.report_error(unknown_field(name, str(query_type), node))
 
 
 WITHOUT_DISCOVERY: tuple[type[ASTValidationRule], ...] = (HideSuggestions, NoSchemaIntrospection)

@@ -17,7 +17,7 @@ from strawberry.extensions import (
 from strawberry.extensions.query_depth_limiter import IgnoreContext
 
 from schema.document_cache import ByteBoundedCache
-from schema.errors import is_public
+from schema.errors import document_too_large, is_public
 from schema.validation import VALIDATED_MAX_BYTES, CachedParse, CheckedValidation
 
 
@@ -41,10 +41,7 @@ class MaxDocumentSize(SchemaExtension):
         query = self.execution_context.query or ""
         # Each character is at most 4 bytes: only measure when the cheap bound is inconclusive.
         if len(query) * 4 > self.max_bytes and len(query.encode()) > self.max_bytes:
-            raise GraphQLError(
-                f"The document is larger than {self.max_bytes} bytes.",
-                extensions={"code": "DOCUMENT_TOO_LARGE"},
-            )
+            raise document_too_large(self.max_bytes)
         yield
 
 

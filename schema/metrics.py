@@ -17,14 +17,14 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
-Outcome = Literal["ok", "errors", "request_error", "unauthenticated"]
+OperationOutcome = Literal["ok", "errors", "request_error", "unauthenticated"]
 
 # Raised by Strawberry before execution; the HTTP layer answers them as request errors.
 _REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
 
 
 class OperationRecorder(Protocol):
-    def operation(self, name: str | None, outcome: Outcome, seconds: float | None) -> None:
+    def operation(self, name: str | None, outcome: OperationOutcome, seconds: float | None) -> None:
         """`seconds` is None for subscriptions: their lifetime is not a latency."""
 
     def subscriptions(self, delta: int) -> None: ...
@@ -37,7 +37,7 @@ class OperationMetrics(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
-        outcome: Outcome = "errors"
+        outcome: OperationOutcome = "errors"
         try:
             yield
             outcome = self._outcome()
@@ -70,7 +70,7 @@ class OperationMetrics(SchemaExtension):
         except Exception:  # a document the name cannot be read from: the operation is anonymous
             return None
 
-    def _outcome(self) -> Outcome:
+    def _outcome(self) -> OperationOutcome:
         """As the HTTP layer answers it: nothing executed (no `data`, no error with a path) is a
         request error; Strawberry copies every error to `pre_execution_errors`, so that cannot tell."""
         result = self.execution_context.result

@@ -22,12 +22,10 @@ from graphql import GraphQLError, OperationDefinitionNode, OperationType
 from strawberry.types import ExecutionResult
 
 from schema.document_cache import parse_cached
-from schema.errors import SUBSCRIPTION_CLOSED
+from schema.errors import subscription_closed
 from services.events.hub import fell_behind
 
 logger = logging.getLogger(__name__)
-
-CLOSED = SUBSCRIPTION_CLOSED
 
 
 class SharedData(dict[str, Any]):
@@ -79,7 +77,7 @@ def is_subscription(query: str, operation_name: str | None, *, max_bytes: int, m
 
 
 def closed_result(reason: str) -> ExecutionResult:
-    return ExecutionResult(data=None, errors=[GraphQLError(reason, extensions={"code": CLOSED})])
+    return ExecutionResult(data=None, errors=[subscription_closed(reason)])
 
 
 @dataclass(eq=False, slots=True)

@@ -20,7 +20,6 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
-    GraphQLError,
     GraphQLField,
     GraphQLObjectType,
     GraphQLResolveInfo,
@@ -33,7 +32,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema_directive import Location
 from strawberry.types.graphql import OperationType
 
-from schema.errors import FORBIDDEN, PublicError
+from schema.errors import Forbidden, forbidden_at
 
 DEFINITION = "strawberry-definition"  # where Strawberry keeps a field's definition in the core schema
 
@@ -45,14 +44,6 @@ DEFINITION = "strawberry-definition"  # where Strawberry keeps a field's definit
 )
 class Requires:
     permission: str
-
-
-class Forbidden(PublicError):
-    code = FORBIDDEN
-
-    def __init__(self, permission: str) -> None:
-        super().__init__(f"requires the permission {permission}")
-        self.extensions = {"code": FORBIDDEN, "permission": permission}
 
 
 def requires(permission: str) -> list[object]:
@@ -81,11 +72,7 @@ class DeniedMutations(SchemaExtension):
             operation = get_operation_ast(document, context.operation_name)
             principal = getattr(context.context, "principal", None)
             denied = [
-                GraphQLError(
-                    f"requires the permission {permission}",
-                    path=[(field.alias or field.name).value],
-                    extensions={"code": FORBIDDEN, "permission": permission},
-                )
+                forbidden_at(permission, (field.alias or field.name).value)
                 for field in root_fields(operation, document)
                 if (permission := self.permissions.get(field.name.value)) is not None
                 and (principal is None or not principal.has(permission))

@@ -1,4 +1,12 @@
-"""The GraphQL object types: plain classes filled from service records."""
+"""The GraphQL object types: plain classes filled from service records.
+
+A type resolves its own nested fields (an instance's events, its Terraform object, its Semaphore task)
+from the request's context; the root fields are `resolvers/`, attached in `schema.build`. So nothing here
+imports a resolver, and `resolvers/` can return these types without a cycle.
+
+A class whose domain counterpart has the same name says what it is (`CatalogType`, `InstanceFilterInput`);
+its GraphQL name stays the one the SDL has always had.
+"""
 
 from __future__ import annotations
 
@@ -7,48 +15,60 @@ from typing import Annotated
 
 import strawberry
 
+from schema.context import EVENTS_PER_INSTANCE, Context
+from schema.errors import BadUserInput, Unavailable
 from schema.permissions import requires
 from services.auth.permissions import INSTANCE_READ_INTERNALS, INSTANCE_READ_NETWORK
-from services.catalog import Flavor as FlavorModel
-from services.catalog import Image as ImageModel
+from services.catalog import Catalog, Flavor, Image
+from services.instances.internals import PeerUnavailable
 from services.instances.reading import Page
 from services.instances.reasons import public_reason, sentence
 from services.instances.records import InstanceEventRecord, InstanceRecord
-from services.instances.states import InstanceStatus as InstanceStatusValue
+from services.instances.states import InstanceStatus
 
-InstanceStatus = strawberry.enum(
-    InstanceStatusValue,
+# The domain's enum, registered as a GraphQL enum (Strawberry marks the class; it stays the domain's).
+strawberry.enum(
+    InstanceStatus,
     name="InstanceStatus",
     description="Where an instance is in its lifecycle; ACTIVE, FAILED and DELETED are final until acted on.",
 )
 
+DEFAULT_EVENTS = 20
 
-@strawberry.type(description="A size users may order.")
-class Flavor:
+
+@strawberry.type(name="Flavor", description="A size users may order.")
+class FlavorType:
     name: str
     cpu: int
     memory_mib: int
     disk_gib: int
 
     @classmethod
-    def from_model(cls, flavor: FlavorModel) -> Flavor:
+    def from_model(cls, flavor: Flavor) -> FlavorType:
         return cls(name=flavor.name, cpu=flavor.cpu, memory_mib=flavor.memory_mib, disk_gib=flavor.disk_gib)
 
 
-@strawberry.type(description="An operating system image users may order.")
-class Image:
+@strawberry.type(name="Image", description="An operating system image users may order.")
+class ImageType:
     name: str
     description: str
 
     @classmethod
-    def from_model(cls, image: ImageModel) -> Image:
+    def from_model(cls, image: Image) -> ImageType:
         return cls(name=image.name, description=image.description)
 
 
-@strawberry.type(description="What may be ordered.")
-class Catalog:
-    flavors: list[Flavor]
-    images: list[Image]
+@strawberry.type(name="Catalog", description="What may be ordered.")
+class CatalogType:
+    flavors: list[FlavorType]
+    images: list[ImageType]
+
+    @classmethod
+    def from_model(cls, catalog: Catalog) -> CatalogType:
+        return cls(
+            flavors=[FlavorType.from_model(flavor) for flavor in catalog.flavors],
+            images=[ImageType.from_model(image) for image in catalog.images],
+        )
 
 
 REASON = "Why: one of the gateway's fixed reasons (`Unrecognized` for one it does not know)."
@@ -62,8 +82,8 @@ DETAIL = (
 @strawberry.type(description="One status transition in an instance's history.")
 class InstanceEvent:
     at: datetime
-    from_status: InstanceStatus | None  # type: ignore[valid-type]
-    to_status: InstanceStatus  # type: ignore[valid-type]
+    from_status: InstanceStatus | None
+    to_status: InstanceStatus
     reason: str | None = strawberry.field(description=REASON)
     message: str | None = strawberry.field(description=MESSAGE)
     detail: str | None = strawberry.field(description=DETAIL, directives=requires(INSTANCE_READ_INTERNALS))
@@ -99,16 +119,18 @@ class SemaphoreTask:
     id: int
 
     @strawberry.field
-    async def status(self, info: strawberry.Info) -> str:
-        from resolvers.internals import resolve_task_status
-
-        return await resolve_task_status(info, self.id)
+    async def status(self, info: strawberry.Info[Context, None]) -> str:
+        try:
+            return (await info.context.services.internals.task(self.id)).status
+        except PeerUnavailable as error:
+            raise Unavailable(str(error)) from None
 
     @strawberry.field(description="The task's log (its newest 64 KiB).")
-    async def output(self, info: strawberry.Info) -> str:
-        from resolvers.internals import resolve_task_output
-
-        return await resolve_task_output(info, self.id)
+    async def output(self, info: strawberry.Info[Context, None]) -> str:
+        try:
+            return await info.context.services.internals.task_output(self.id)
+        except PeerUnavailable as error:
+            raise Unavailable(str(error)) from None
 
 
 @strawberry.type(description="A virtual machine on the platform.")
@@ -124,7 +146,7 @@ class Instance:
     cpu: int
     memory_mib: int
     disk_gib: int
-    status: InstanceStatus  # type: ignore[valid-type]
+    status: InstanceStatus
     status_reason: str | None = strawberry.field(description=REASON)
     status_message: str | None = strawberry.field(description=MESSAGE)
     status_detail: str | None = strawberry.field(
@@ -146,16 +168,27 @@ class Instance:
         description="The instance's Terraform object as the cluster reports it.",
         directives=requires(INSTANCE_READ_INTERNALS),
     )
-    async def terraform(self, info: strawberry.Info) -> TerraformStatus | None:
-        from resolvers.internals import resolve_terraform
-
-        return await resolve_terraform(info, self.record)
+    async def terraform(self, info: strawberry.Info[Context, None]) -> TerraformStatus | None:
+        if self.record.terraform_name is None:
+            return None
+        try:
+            view = await info.context.services.internals.terraform(self.record)
+        except PeerUnavailable as error:
+            raise Unavailable(str(error)) from None
+        return TerraformStatus(
+            name=view.name,
+            namespace=view.namespace,
+            exists=view.exists,
+            ready=view.ready,
+            reason=view.reason,
+            message=view.message,
+        )
 
     @strawberry.field(
         description="The post-provisioning task in Semaphore, once started.",
         directives=requires(INSTANCE_READ_INTERNALS),
     )
-    async def semaphore_task(self, info: strawberry.Info) -> SemaphoreTask | None:
+    async def semaphore_task(self) -> SemaphoreTask | None:
         if self.record.semaphore_task_id is None:
             return None
         return SemaphoreTask(id=self.record.semaphore_task_id)
@@ -165,13 +198,24 @@ class Instance:
     )
     async def events(
         self,
-        info: strawberry.Info,
+        info: strawberry.Info[Context, None],
         first: Annotated[int | None, strawberry.argument(description="The oldest N, at most 50.")] = None,
         last: Annotated[int | None, strawberry.argument(description="The newest N, at most 50.")] = None,
     ) -> list[InstanceEvent]:
-        from resolvers.instances import resolve_events
-
-        return await resolve_events(info, self.record, first=first, last=last)
+        if first is not None and last is not None:
+            raise BadUserInput("give first or last, not both")
+        count = first if first is not None else (last if last is not None else DEFAULT_EVENTS)
+        if not 0 <= count <= EVENTS_PER_INSTANCE:
+            raise BadUserInput(
+                f"{'first' if first is not None else 'last'} must be between 0 and {EVENTS_PER_INSTANCE}"
+            )
+        loaders, instance_id = info.context.loaders, self.record.id
+        if first is not None:
+            events = (await loaders.oldest_events.load(instance_id))[:count]
+        else:
+            newest = await loaders.newest_events.load(instance_id)
+            events = newest[len(newest) - count :] if count else []
+        return [InstanceEvent.from_record(event, self.org_id) for event in events]
 
     @classmethod
     def from_record(cls, record: InstanceRecord) -> Instance:
@@ -243,9 +287,11 @@ class InstanceConnection:
         )
 
 
-@strawberry.input(description="Narrow a list of instances; all given conditions must hold.")
-class InstanceFilter:
-    status: list[InstanceStatus] | None = None  # type: ignore[valid-type]
+@strawberry.input(
+    name="InstanceFilter", description="Narrow a list of instances; all given conditions must hold."
+)
+class InstanceFilterInput:
+    status: list[InstanceStatus] | None = None
     name_contains: str | None = None
     include_deleted: bool = strawberry.field(
         default=True, description="Whether DELETED instances are listed when no status is given."
@@ -309,8 +355,8 @@ class Me:
 @strawberry.type(description="An instance changed status.")
 class InstanceStatusEvent:
     instance: Instance
-    from_status: InstanceStatus | None = strawberry.field(name="from")  # type: ignore[valid-type]
-    to_status: InstanceStatus = strawberry.field(name="to")  # type: ignore[valid-type]
+    from_status: InstanceStatus | None = strawberry.field(name="from")
+    to_status: InstanceStatus = strawberry.field(name="to")
     reason: str | None = strawberry.field(description=REASON)
     at: datetime
     version: int
@@ -318,5 +364,5 @@ class InstanceStatusEvent:
 
 @strawberry.input(description="Which status changes to receive; all given conditions must hold.")
 class StatusChangeFilter:
-    to: list[InstanceStatus] | None = None  # type: ignore[valid-type]
+    to: list[InstanceStatus] | None = None
     name_contains: str | None = None

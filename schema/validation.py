@@ -12,6 +12,7 @@ from strawberry.extensions import SchemaExtension
 
 from schema.document_cache import ByteBoundedCache, digest, parse_cached, parse_options_key
 from schema.document_cost import measure
+from schema.errors import too_many_directives, too_many_field_pairs, too_many_selections
 
 # A validation pass is remembered as a key and a flag; a refused document is not remembered (its errors
 # would hold the whole document). 1 MiB is some 5,000 documents.
@@ -89,20 +90,9 @@ class CheckedValidation(SchemaExtension):
     def _over_limits(self, document: DocumentNode) -> GraphQLError | None:
         cost = measure(document, self.max_selections)
         if cost.selections > self.max_selections:
-            return GraphQLError(
-                f"The document has more than {self.max_selections} field selections"
-                " (a fragment's fields count wherever it is spread).",
-                extensions={"code": "TOO_MANY_SELECTIONS"},
-            )
+            return too_many_selections(self.max_selections)
         if cost.pairs > self.max_selections:
-            return GraphQLError(
-                f"The document repeats fields too often: more than {self.max_selections} pairs of"
-                " same-named fields to compare.",
-                extensions={"code": "TOO_MANY_SELECTIONS"},
-            )
+            return too_many_field_pairs(self.max_selections)
         if cost.directives > self.max_directives:
-            return GraphQLError(
-                f"The document has more than {self.max_directives} directives.",
-                extensions={"code": "TOO_MANY_DIRECTIVES"},
-            )
+            return too_many_directives(self.max_directives)
         return None

@@ -93,10 +93,7 @@ async def runtime(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Runt
         runner=SimulatedSemaphore(step_delay=0.01),
     )
     yield runtime
-    await runtime.lifecycle.close()
-    await runtime.cluster.close()
-    await runtime.runner.aclose()
-    await runtime.keys.aclose()
+    await runtime.aclose()  # disposing the shared engine only empties its pool: later users reconnect
 
 
 AppFactory = Callable[..., Awaitable[Starlette]]
@@ -120,10 +117,7 @@ async def make_app(settings: Settings, engine: AsyncEngine) -> AsyncIterator[App
 
     yield factory
     for runtime in runtimes:
-        await runtime.lifecycle.close()
-        await runtime.cluster.close()
-        await runtime.runner.aclose()
-        await runtime.keys.aclose()
+        await runtime.aclose()
 
 
 @pytest.fixture

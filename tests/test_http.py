@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from gateway.graphql_http import GraphQLHTTP
+from services.semaphore.webhook import MAX_BODY_BYTES
 from tests.conftest import AppFactory, Issuer
 from tests.support.servers import serve
 
@@ -172,6 +173,22 @@ async def test_body_over_the_limit_with_content_length_gets_413(make_app: AppFac
         }
         # The server still answers on the same client afterwards.
         assert (await http.post("/graphql", json=TYPENAME)).status_code == 200
+
+
+async def test_the_webhook_reads_its_body_through_the_same_cap(make_app: AppFactory) -> None:
+    """A declared length over the webhook's cap (or one that is no number) is refused before any of the
+    body is read or checked, as on /graphql; an unread body is never judged by its signature."""
+    app = await make_app(webhook_secret="webhook-secret")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        for declared in (str(MAX_BODY_BYTES + 1), "12abc"):
+            response = await http.post(
+                "/webhooks/semaphore",
+                content=b"{}",
+                headers={"content-type": "application/json", "content-length": declared},
+            )
+            assert response.request.headers["content-length"] == declared
+            assert (response.status_code, response.json()) == (413, {"error": "body too large"}), declared
 
 
 async def test_chunked_body_over_the_limit_gets_413(make_app: AppFactory, issuer: Issuer) -> None:

@@ -8,7 +8,8 @@ from collections.abc import AsyncGenerator
 import orjson
 from strawberry.types import ExecutionResult
 
-from schema.multiplex import CLOSED, Multiplexer, SharedData, encode_message, is_subscription
+from schema.errors import SUBSCRIPTION_CLOSED
+from schema.multiplex import Multiplexer, SharedData, encode_message, is_subscription
 
 
 class Source:
@@ -60,7 +61,7 @@ async def test_a_member_that_falls_behind_is_closed_and_the_others_go_on() -> No
     closed = await anext(slow)
     assert closed.data is None
     assert closed.errors is not None
-    assert closed.errors[0].extensions == {"code": CLOSED}
+    assert closed.errors[0].extensions == {"code": SUBSCRIPTION_CLOSED}
     assert closed.errors[0].message == "the subscriber fell more than 2 changes behind; subscribe again"
     assert [result async for result in slow] == []  # and then it ends
     await source.feed.put(5)

@@ -8,7 +8,6 @@ import json
 import logging
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -29,7 +28,6 @@ from starlette.routing import Route
 from gateway.bootstrap import Runtime
 from gateway.observability.logs import configure_logging, redact
 from gateway.settings import Settings
-from services.instances.states import FAIL_OBJECT_LOST
 from tests.conftest import AppFactory, Issuer
 from tests.support.servers import serve, serve_gateway
 
@@ -37,6 +35,7 @@ CATALOG = "query Catalog { catalog { flavors { name } } }"
 CREATE = """mutation Order {
   createInstance(input: {name: "vm-1", flavor: "small", image: "debian-12"}) { instance { id } }
 }"""
+DELETE = "mutation Delete($id: ID!) { deleteInstance(id: $id) { userErrors { code } } }"
 
 
 @pytest.fixture
@@ -108,24 +107,21 @@ async def test_unknown_paths_share_one_label(
 
 
 async def test_transitions_are_counted_by_status_reached(
-    client: httpx.AsyncClient, metrics: httpx.AsyncClient, runtime: Runtime
+    client: httpx.AsyncClient, metrics: httpx.AsyncClient
 ) -> None:
     body = (await client.post("/graphql", json={"query": CREATE})).json()
     instance_id = body["data"]["createInstance"]["instance"]["id"]
-    store = runtime.lifecycle.store
-    record = await store.get(uuid.UUID(instance_id))
-    assert record is not None
-    moved = await store.transition(record.id, FAIL_OBJECT_LOST, actor="test", reason="test")
-    assert moved is not None
+    deleted = (await client.post("/graphql", json={"query": DELETE, "variables": {"id": instance_id}})).json()
+    assert deleted["data"]["deleteInstance"]["userErrors"] == [], deleted
 
     samples = await scrape(metrics)
     assert value(samples, "opencsp_instance_transitions_total", to_status="PENDING") == 1
-    assert value(samples, "opencsp_instance_transitions_total", to_status="FAILED") >= 1
+    assert value(samples, "opencsp_instance_transitions_total", to_status="DELETING") == 1
     assert value(samples, "opencsp_graphql_operations_total", operation="Order", outcome="ok") == 1
 
 
 async def test_cluster_watch_is_read_at_scrape_time(metrics: httpx.AsyncClient, runtime: Runtime) -> None:
-    health = runtime.lifecycle.watch_health
+    health = runtime.watch_health
     health.relists, health.reconnects, health.connected = 3, 2, True
     samples = await scrape(metrics)
     assert value(samples, "opencsp_cluster_watch_relists_total") == 3
@@ -137,9 +133,9 @@ async def test_jwks_calls_are_timed_and_failures_counted(
     metrics: httpx.AsyncClient, runtime: Runtime, issuer: Issuer
 ) -> None:
     before = await scrape(metrics)
-    assert await runtime.keys.refresh()
+    assert await runtime.refresh_keys()
     issuer.server.status = 503
-    await runtime.keys.refresh()
+    await runtime.refresh_keys()
 
     samples = await scrape(metrics)
     started = "opencsp_upstream_requests_started_total"

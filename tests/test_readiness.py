@@ -24,13 +24,15 @@ from tests.conftest import Issuer
 from tests.support.servers import serve
 
 
-async def started(settings: Settings, engine: AsyncEngine, **overrides: Any) -> Runtime:
+async def started(
+    settings: Settings, engine: AsyncEngine, cluster: SimulatedCluster | None = None, **overrides: Any
+) -> Runtime:
     """A runtime for an app that starts it (own_runtime) and closes it at shutdown."""
     changed = Settings(**{**settings.model_dump(), **overrides, "_env_file": None})
     return await build_runtime(
         changed,
         engine=engine,
-        cluster=SimulatedCluster(step_delay=0.01),
+        cluster=cluster or SimulatedCluster(step_delay=0.01),
         runner=SimulatedSemaphore(step_delay=0.01),
     )
 
@@ -90,7 +92,8 @@ async def test_readiness_follows_the_background_state(
     settings: Settings, engine: AsyncEngine, issuer: Issuer
 ) -> None:
     issuer.server.status = 503
-    runtime = await started(settings, engine, oidc_jwks_min_refresh_seconds=1)
+    cluster = SimulatedCluster(step_delay=0.01)
+    runtime = await started(settings, engine, cluster, oidc_jwks_min_refresh_seconds=1)
     app = create_app(runtime, own_runtime=True)
     async with serve(app) as base, httpx.AsyncClient(base_url=base) as http:
         down = await ready_state(http, {"jwks": "failing"})
@@ -101,7 +104,7 @@ async def test_readiness_follows_the_background_state(
         assert up["status"] == "ready"
         assert (await http.get("/readyz")).status_code == 200
         # The cluster goes away: the watch drops, and readiness follows.
-        await runtime.cluster.close()
+        await cluster.close()
         gone = await ready_state(http, {"cluster_watch": "failing"})
         assert gone["status"] == "unavailable"
 

@@ -290,7 +290,7 @@ async def quick_keep_alive(runtime: Runtime) -> AsyncIterator[str]:
         init_timeout=5,
         keep_alive_interval=0.05,
     )
-    await runtime.keys.refresh()
+    await runtime.refresh_keys()
     server = uvicorn.Server(
         uvicorn.Config(Starlette(routes=[WebSocketRoute("/graphql", view)]), port=0, log_level="warning")
     )

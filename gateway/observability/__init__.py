@@ -16,14 +16,14 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from strawberry.extensions import SchemaExtension
 
+from gateway.bootstrap import Runtime
 from gateway.observability.logs import RequestId
 from gateway.observability.metrics import HTTPMetrics, Metrics, metrics_endpoint
+from gateway.settings import Settings
 from schema.metrics import OperationMetrics
 
-if TYPE_CHECKING:
-    from gateway.bootstrap import Runtime
+if TYPE_CHECKING:  # optional (the `otel` extra): imported for real only when tracing is configured
     from gateway.observability.tracing import Tracing
-    from gateway.settings import Settings
 
 
 @dataclass(slots=True)
@@ -35,6 +35,7 @@ class Observability:
     def create(cls, settings: Settings) -> Observability:
         tracing = None
         if settings.otlp_endpoint:
+            # Optional: OpenTelemetry is the `otel` extra, loaded only when a collector is configured.
             from gateway.observability.tracing import Tracing
 
             tracing = Tracing.to_collector(settings.otlp_endpoint)
@@ -71,15 +72,11 @@ class Observability:
 
     def observe(self, app: Starlette, runtime: Runtime) -> None:
         """Hook onto the runtime's parts: the cluster watch, committed transitions, peers' HTTP clients."""
-        from services.semaphore.client import SemaphoreClient
-
-        clients = {"jwks": runtime.keys.http}
-        if isinstance(runtime.runner, SemaphoreClient):
-            clients["semaphore"] = runtime.runner.http
+        clients = runtime.http_clients
         if self.metrics is not None:
             metrics = self.metrics
-            metrics.watch_cluster(lambda: runtime.lifecycle.watch_health)
-            runtime.lifecycle.store.observe(metrics.transition)
+            metrics.watch_cluster(lambda: runtime.watch_health)
+            runtime.observe_transitions(metrics.transition)
             for peer, client in clients.items():
                 metrics.watch_client(client, peer)
         if self.tracing is not None:

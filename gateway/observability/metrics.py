@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from schema.metrics import Outcome
+from schema.metrics import OperationOutcome
 from services.instances.records import StatusChanged
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class Metrics:
         )
 
     # GraphQL (schema.metrics.OperationRecorder).
-    def operation(self, name: str | None, outcome: Outcome, seconds: float | None) -> None:
+    def operation(self, name: str | None, outcome: OperationOutcome, seconds: float | None) -> None:
         label = self._operation_label(name)
         self.operations.labels(label, outcome).inc()
         if seconds is not None:

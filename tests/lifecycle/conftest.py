@@ -373,7 +373,7 @@ async def start_gateway(
         stack.push_async_callback(stop)
         if background:
             async with asyncio.timeout(10):
-                while not runtime.lifecycle.watch_health.connected:
+                while not runtime.watch_health.connected:
                     await asyncio.sleep(0.01)
         return Gateway(runtime=runtime, url=url, http=http, issuer=issuer, stop=stop)
 

@@ -57,13 +57,13 @@ async def test_a_watch_cut_mid_provisioning_loses_nothing(
     behaviour = peers.controller.behave("cut", stop_before=1)
     created = await gateway.create_ok("cut")
     await gateway.wait_for_status(created["id"], "PROVISIONING")
-    reconnects = gateway.runtime.lifecycle.watch_health.reconnects
+    reconnects = gateway.runtime.watch_health.reconnects
 
     peers.kube.drop_watches()
     behaviour.stop_before = None  # outputs and Ready True are written while no watch is open
 
     await gateway.wait_for_status(created["id"], "ACTIVE")
-    assert gateway.runtime.lifecycle.watch_health.reconnects > reconnects
+    assert gateway.runtime.watch_health.reconnects > reconnects
     assert len(peers.semaphore.starts(instance_id=created["id"])) == 1
 
 
@@ -72,7 +72,7 @@ async def test_410_gone_relists_and_loses_no_event(start_gateway: GatewayFactory
     behaviour = peers.controller.behave("gone", stop_before=1)
     created = await gateway.create_ok("gone")
     await gateway.wait_for_status(created["id"], "PROVISIONING")
-    relists = gateway.runtime.lifecycle.watch_health.relists
+    relists = gateway.runtime.watch_health.relists
 
     peers.kube.compact()
     behaviour.stop_before = None
@@ -83,7 +83,7 @@ async def test_410_gone_relists_and_loses_no_event(start_gateway: GatewayFactory
     peers.kube.expire_watches()
 
     await gateway.wait_for_status(created["id"], "ACTIVE")
-    assert gateway.runtime.lifecycle.watch_health.relists > relists
+    assert gateway.runtime.watch_health.relists > relists
     assert len(peers.semaphore.starts(instance_id=created["id"])) == 1
 
 

@@ -99,7 +99,7 @@ class Domain:
 
     @property
     def lifecycle(self) -> Lifecycle:
-        return self.runtime.lifecycle
+        return self.runtime.services.lifecycle
 
     async def run_in_background(self) -> None:
         """The watch and periodic reconcile, as a served process runs them; back once the watch listed."""
@@ -181,12 +181,7 @@ async def make_domain(database_file: Path) -> AsyncIterator[Domains]:
         semaphore = SimulatedSemaphore(step_delay=0)
         runtime = await build_runtime(settings, cluster=cluster, runner=semaphore)
         # The playbook's webhook hint: wake the poller instead of waiting out its first interval.
-        configuration = runtime.lifecycle.configuration
-
-        async def hint(task_id: int) -> None:
-            await configuration.hint(task_id)
-
-        semaphore.on_finished = hint
+        semaphore.on_finished = runtime.hint_task
         domain = Domain(runtime, cluster, semaphore)
         made.append(domain)
         return domain
