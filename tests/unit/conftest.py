@@ -126,14 +126,15 @@ class Domain:
         return record
 
     async def wait_for(
-        self, instance_id: uuid.UUID, status: InstanceStatus, timeout: float = 5.0
+        self, instance_id: uuid.UUID, status: InstanceStatus, timeout: float = 30.0
     ) -> InstanceRecord:
-        """Until the row reaches `status`; the timeout only guards against a hang."""
+        """Until the row reaches `status`; the timeout only guards against a hang (generous: xdist runs
+        four workers on two cores, and a busy machine stretches the zero-delay simulations)."""
         last: InstanceRecord | None = None
         try:
             async with asyncio.timeout(timeout):
                 while (last := await self.get(instance_id)).status is not status:
-                    await asyncio.sleep(0.002)
+                    await asyncio.sleep(0.01)
         except TimeoutError:
             raise AssertionError(f"{instance_id} did not reach {status}; last: {last}") from None
         return last
