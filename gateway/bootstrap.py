@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,10 @@ from gateway.settings import DEV_DIR, Settings
 from schema.limits import DocumentLimits
 from services.auth.dev_issuer import DEV_ORG_ID, DevIssuer
 from services.auth.jwks import KeySetCache
+from services.auth.logout_token import LogoutTokenVerifier
 from services.auth.permissions import DEFAULT_POLICY, Policy, with_schema_discovery
+from services.auth.revocation import Revocation, Revocations
+from services.auth.revocation_store import SqlRevocationStore
 from services.auth.tokens import TokenVerifier
 from services.catalog import Catalog
 from services.container import PageLimits, Services
@@ -36,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 DEV_ISSUER = "http://opencsp-gateway.dev.localhost"
 DEV_PROJECT_ID = "opencsp-dev"
+DEV_LOGOUT_CLIENT_ID = "opencsp-dev-console"
 
 
 @dataclass(slots=True)
@@ -51,6 +56,8 @@ class Runtime:
     cluster: Cluster
     runner: TaskRunner
     dev_issuer: DevIssuer | None = None
+    revocations: Revocations | None = None
+    logout_tokens: LogoutTokenVerifier | None = None
     readiness: Readiness = field(init=False, repr=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
     _listening: bool = field(default=False, repr=False)
@@ -85,6 +92,10 @@ class Runtime:
         """Load keys, start fanning out events, settle what a previous process left unfinished, then
         watch and reconcile."""
         await self.keys.refresh()
+        if self.revocations is not None:
+            # Before the first request: a restarted replica must refuse what was revoked while it was down.
+            await self.revocations.load()
+            self._tasks.append(asyncio.create_task(self.revocations.run(), name="revocations"))
         self._tasks.append(asyncio.create_task(self.services.hub.run(), name="event hub"))
         self._listening = True
         # Keeps /readyz's answer, and retries loading the issuer's keys (rate-limited) if start-up could not.
@@ -173,6 +184,11 @@ async def build_runtime(
         ),
         reconcile_interval=settings.reconcile_interval_seconds,
     )
+    revocations = Revocations(
+        SqlRevocationStore(engine),
+        max_token_lifetime=timedelta(seconds=settings.oidc_max_token_lifetime_seconds),
+        leeway=timedelta(seconds=settings.oidc_leeway_seconds),
+    )
     services = Services(
         catalog=catalog,
         instances=InstanceReader(make_sessionmaker(engine)),
@@ -180,6 +196,7 @@ async def build_runtime(
         internals=Internals(provisioning, configuration),
         hub=Hub(bus, store.recorded_change, mailbox_limit=settings.subscription_backlog_limit),
         page_limits=PageLimits(default=settings.default_page_size, maximum=settings.max_page_size),
+        revocations=revocations,
     )
     verifier = TokenVerifier(
         keys=keys,
@@ -192,7 +209,17 @@ async def build_runtime(
         leeway=settings.oidc_leeway_seconds,
         max_token_bytes=settings.oidc_max_token_bytes,
         cache_size=settings.oidc_token_cache_size,
+        client_ids=settings.oidc_client_ids,
+        max_lifetime=settings.oidc_max_token_lifetime_seconds,
     )
+    verifier.revocations = revocations
+
+    async def forget_cached(revocation: Revocation) -> None:
+        verifier.forget(revocation.covers)
+
+    revocations.on_revoked(forget_cached)
+    logout_client_ids = [DEV_LOGOUT_CLIENT_ID] if settings.dev_mode else settings.oidc_logout_client_ids
+    logout_tokens = LogoutTokenVerifier(verifier, client_ids=logout_client_ids) if logout_client_ids else None
     return Runtime(
         settings=settings,
         engine=engine,
@@ -203,6 +230,8 @@ async def build_runtime(
         cluster=cluster,
         runner=runner,
         dev_issuer=issuer,
+        revocations=revocations,
+        logout_tokens=logout_tokens,
     )
 
 

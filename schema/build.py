@@ -18,6 +18,7 @@ from resolvers.catalog import resolve_catalog
 from resolvers.instances import resolve_instance, resolve_instances
 from resolvers.me import resolve_me
 from resolvers.mutations import create_instance, delete_instance, retry_instance, sync_instances
+from resolvers.sessions import revoke_sessions
 from resolvers.subscriptions import instance_status_changed, instance_status_changes
 from schema.context import Context
 from schema.discovery import DiscoveryAwareExecution, SchemaDiscovery
@@ -25,6 +26,7 @@ from schema.errors import is_public
 from schema.limits import DocumentLimits, extensions
 from schema.multiplex import Multiplexer, is_subscription
 from schema.permissions import DeniedMutations, enforce_requirements, mutation_permissions, requires
+from schema.sessions import RevokeSessionsPayload
 from schema.types import (
     Catalog,
     CreateInstanceInput,
@@ -37,7 +39,13 @@ from schema.types import (
     StatusChangeFilter,
     SyncReport,
 )
-from services.auth.permissions import ADMIN_SYNC, INSTANCE_CREATE, INSTANCE_DELETE, INSTANCE_RETRY
+from services.auth.permissions import (
+    ADMIN_REVOKE,
+    ADMIN_SYNC,
+    INSTANCE_CREATE,
+    INSTANCE_DELETE,
+    INSTANCE_RETRY,
+)
 
 
 @strawberry.type
@@ -103,6 +111,14 @@ class Mutation:
     )
     async def sync_instances(self, info: strawberry.Info[Context, None]) -> SyncReport:
         return await sync_instances(info)
+
+    @strawberry.mutation(
+        description="Sign a user out at once: refuse every token of `sub` issued until now and close its "
+        "sockets (in your org; every org with admin:all-orgs).",
+        directives=requires(ADMIN_REVOKE),
+    )
+    async def revoke_sessions(self, info: strawberry.Info[Context, None], sub: str) -> RevokeSessionsPayload:
+        return await revoke_sessions(info, sub)
 
 
 @strawberry.type
