@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 import websockets
 from sqlalchemy import func, select
+from websockets.typing import Subprotocol
 
 from gateway.app import create_app
 from gateway.authn import REVOKED_CHALLENGE
@@ -122,8 +123,15 @@ def fresh(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
+async def connect(base: str, protocol: str) -> Any:
+    return await websockets.connect(
+        base.replace("http://", "ws://") + "/graphql",
+        subprotocols=[Subprotocol(protocol)],
+    )
+
+
 async def open_socket(base: str, token: str, protocol: str) -> Any:
-    ws = await websockets.connect(base.replace("http://", "ws://") + "/graphql", subprotocols=[protocol])  # type: ignore[list-item]
+    ws = await connect(base, protocol)
     await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
     assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
     start = "subscribe" if protocol == "graphql-transport-ws" else "start"
@@ -260,9 +268,7 @@ async def test_logout_revokes_by_sub_and_time_and_closes_both_protocols(gateway:
         assert await still_open(ws, protocol), protocol
         await ws.close()
     # A socket opened with the old token now is refused at connection_init.
-    ws = await websockets.connect(
-        gateway.base.replace("http://", "ws://") + "/graphql", subprotocols=["graphql-transport-ws"]
-    )  # type: ignore[list-item]
+    ws = await connect(gateway.base, "graphql-transport-ws")
     await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {old}"}}))
     assert await closed_with(ws) == (4403, "invalid token: token revoked")
 
