@@ -106,7 +106,7 @@ async def gateway(
             oidc_project_id=PROJECT,
             oidc_jwks_url=server.jwks_url,
             oidc_admin_org_id=ORG,
-            oidc_logout_client_ids=CONSOLE,
+            oidc_logout_client_ids=[CONSOLE],
             websocket_keep_alive_seconds=60,
             _env_file=None,
         )
