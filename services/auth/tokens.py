@@ -210,7 +210,7 @@ class TokenVerifier:
         if any(name in claims for name in ID_TOKEN_CLAIMS):
             raise InvalidToken("an ID token is not an access token")
         if self._client_ids:
-            clients = {claims.get("client_id"), claims.get("azp")} - {None}
+            clients = [claims[name] for name in ("client_id", "azp") if name in claims]
             if not clients or not all(isinstance(c, str) and c in self._client_ids for c in clients):
                 raise InvalidToken("token of another client")
 
