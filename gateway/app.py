@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from gateway.authn import IssuerUnavailable, Unauthenticated, authenticate
+from gateway.authn import IssuerUnavailable, Unauthenticated, authenticate, bearer_token, write_check
 from gateway.backchannel import backchannel_logout
 from gateway.bootstrap import Runtime, document_limits
 from gateway.graphql_http import GraphQLHTTP, GraphQLRequest, RequestError
@@ -56,7 +56,12 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
         except IssuerUnavailable as error:
             raise RequestError(503, str(error), {"Retry-After": "5"}) from None
         bind_sub(principal.sub)
-        return Context.create(runtime.services, principal, schema_public=settings.public_introspection)
+        context = Context.create(runtime.services, principal, schema_public=settings.public_introspection)
+        if runtime.introspector is not None:
+            context.confirm_write = write_check(
+                runtime.introspector, bearer_token(request.headers.get("authorization")), principal
+            )
+        return context
 
     async def websocket_context(_: WebSocket) -> Context:
         return Context.create(runtime.services, None, schema_public=settings.public_introspection)
@@ -72,6 +77,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
         init_timeout=settings.websocket_init_timeout_seconds,
         keep_alive_interval=settings.websocket_keep_alive_seconds,
     )
+    graphql_ws.introspector = runtime.introspector
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

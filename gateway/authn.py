@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from services.auth.errors import InvalidToken, KeysUnavailable
+from services.auth.introspection import Introspector
 from services.auth.principal import Principal
 from services.auth.tokens import REVOKED, TokenVerifier
 
@@ -43,6 +44,17 @@ def authorization_of(params: Mapping[str, object] | None) -> str | None:
         if key.lower() == "authorization" and isinstance(value, str):
             return value
     return None
+
+
+def write_check(
+    introspector: Introspector, token: str, principal: Principal
+) -> Callable[[], Awaitable[None]]:
+    """What a context runs before a mutation when introspection is configured (`schema.active_token`)."""
+
+    async def confirm() -> None:
+        await introspector.confirm(token, principal.sub, principal.expires_at)
+
+    return confirm
 
 
 async def authenticate(verifier: TokenVerifier, authorization: str | None) -> Principal:

@@ -16,6 +16,7 @@ from gateway.health import Readiness, database_check
 from gateway.settings import DEV_DIR, Settings
 from schema.limits import DocumentLimits
 from services.auth.dev_issuer import DEV_ORG_ID, DevIssuer
+from services.auth.introspection import Introspector
 from services.auth.jwks import KeySetCache
 from services.auth.logout_token import LogoutTokenVerifier
 from services.auth.permissions import DEFAULT_POLICY, Policy, with_schema_discovery
@@ -58,6 +59,7 @@ class Runtime:
     dev_issuer: DevIssuer | None = None
     revocations: Revocations | None = None
     logout_tokens: LogoutTokenVerifier | None = None
+    introspector: Introspector | None = None
     readiness: Readiness = field(init=False, repr=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
     _listening: bool = field(default=False, repr=False)
@@ -125,6 +127,8 @@ class Runtime:
         await self.cluster.close()
         await self.runner.aclose()
         await self.keys.aclose()
+        if self.introspector is not None:
+            await self.introspector.aclose()
         await self.engine.dispose()
 
 
@@ -232,6 +236,7 @@ async def build_runtime(
         dev_issuer=issuer,
         revocations=revocations,
         logout_tokens=logout_tokens,
+        introspector=_introspector(settings),
     )
 
 
@@ -265,6 +270,17 @@ def dev_issuer(directory: Path = DEV_DIR) -> DevIssuer:
     """The local issuer of dev mode, its key kept in `directory` so tokens survive restarts."""
     directory.mkdir(parents=True, exist_ok=True)
     return DevIssuer(directory=directory, issuer=DEV_ISSUER, project_id=DEV_PROJECT_ID)
+
+
+def _introspector(settings: Settings) -> Introspector | None:
+    url, client, secret = (
+        settings.oidc_introspection_url,
+        settings.oidc_introspection_client_id,
+        settings.oidc_introspection_client_secret,
+    )
+    if not (url and client and secret):
+        return None
+    return Introspector(url, client, secret.get_secret_value())
 
 
 def _keys(settings: Settings, issuer: DevIssuer | None) -> KeySetCache:

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     oidc_logout_client_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     oidc_client_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     oidc_max_token_lifetime_seconds: int = Field(default=43_200, ge=60, le=30 * 86_400)
+    # RFC 7662 introspection before every write (off unless all three are set): see docs/SECURITY.md.
+    oidc_introspection_url: str | None = None
+    oidc_introspection_client_id: str | None = None
+    oidc_introspection_client_secret: SecretStr | None = None
     public_introspection: bool = False
     max_subscriptions_per_connection: int = Field(default=20, ge=1)
     subscription_backlog_limit: int = Field(default=256, ge=1)
@@ -194,6 +198,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"{label} must not be empty")
             if len(set(names)) != len(names):
                 raise ValueError(f"{label} has duplicate names")
+        return self
+
+    @model_validator(mode="after")
+    def _introspection_complete(self) -> Settings:
+        parts = (
+            self.oidc_introspection_url,
+            self.oidc_introspection_client_id,
+            self.oidc_introspection_client_secret,
+        )
+        if any(parts) and not all(parts):
+            raise ValueError(
+                "OPENCSP_OIDC_INTROSPECTION_URL, _CLIENT_ID and _CLIENT_SECRET are set together or not at all"
+            )
         return self
 
     @field_validator("log_level", mode="before")

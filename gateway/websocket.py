@@ -31,10 +31,18 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage as LegacyConnectionInitMessage,
 )
 
-from gateway.authn import IssuerUnavailable, Unauthenticated, authenticate, authorization_of
+from gateway.authn import (
+    IssuerUnavailable,
+    Unauthenticated,
+    authenticate,
+    authorization_of,
+    bearer_token,
+    write_check,
+)
 from gateway.observability.logs import bind_sub
 from schema.context import Context
 from schema.multiplex import encode_message
+from services.auth.introspection import Introspector
 from services.auth.principal import Principal
 from services.auth.tokens import TokenVerifier
 
@@ -69,6 +77,9 @@ class _Authenticating:
             await self.websocket.close(code=TRY_AGAIN_LATER, reason=_reason(str(error)))
             return False
         self.context.authenticate(principal)
+        if self.view.introspector is not None:
+            token = bearer_token(authorization_of(params))
+            self.context.confirm_write = write_check(self.view.introspector, token, principal)
         self.view.track(self.context)
         bind_sub(principal.sub)
         self.view.close_at_expiry(self.context, principal.expires_at)
@@ -149,6 +160,7 @@ class GraphQLWebSocket(GraphQL[Context, None]):
             max_subscriptions_per_connection=max_subscriptions,
         )
         self.verifier = verifier
+        self.introspector: Introspector | None = None  # set when writes need an active token
         self._context_factory = context_factory
         # Authenticated sockets' contexts by the sub of their token (keyed by id: contexts are unhashable).
         self._open: dict[str, dict[int, Context]] = {}

@@ -20,6 +20,7 @@ from resolvers.me import resolve_me
 from resolvers.mutations import create_instance, delete_instance, retry_instance, sync_instances
 from resolvers.sessions import revoke_sessions
 from resolvers.subscriptions import instance_status_changed, instance_status_changes
+from schema.active_token import ActiveTokenForWrites
 from schema.context import Context
 from schema.discovery import DiscoveryAwareExecution, SchemaDiscovery
 from schema.errors import is_public
@@ -222,6 +223,7 @@ def build_schema(
             *extensions(limits or DocumentLimits()),
             SchemaDiscovery,
             lambda: DeniedMutations(guarded),
+            ActiveTokenForWrites,
         ],
         execution_context_class=DiscoveryAwareExecution,
     )
