@@ -17,6 +17,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import websockets
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -102,7 +103,7 @@ async def setup(
             oidc_admin_org_id=ORG,
             oidc_introspection_url=f"{introspection_base}/oauth/v2/introspect",
             oidc_introspection_client_id=CLIENT,
-            oidc_introspection_client_secret=SECRET,
+            oidc_introspection_client_secret=SecretStr(SECRET),
             _env_file=None,
         )
         engine = make_engine(url)
