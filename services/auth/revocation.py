@@ -220,9 +220,13 @@ class Revocations:
 
     async def run(self) -> None:
         """Until cancelled: follow the store's announcements and prune what expired."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._store.watch(self._hint, self._resync), name="revocation watch")
-            group.create_task(self._prune_forever(), name="revocation prune")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._store.watch(self._hint, self._resync), name="revocation watch")
+                group.create_task(self._prune_forever(), name="revocation prune")
+        finally:
+            for task in list(self._pending):
+                task.cancel()
 
     def _hint(self, sub: str | None, sid: str | None) -> None:
         self._spawn(self._reread(sub, sid))
