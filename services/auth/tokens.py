@@ -209,6 +209,8 @@ class TokenVerifier:
                 raise InvalidToken("token lives longer than allowed")
         if any(name in claims for name in ID_TOKEN_CLAIMS):
             raise InvalidToken("an ID token is not an access token")
+        if "events" in claims:  # a security event token, such as a logout token, whose aud may be ours too
+            raise InvalidToken("a logout token is not an access token")
         if self._client_ids:
             clients = [claims[name] for name in ("client_id", "azp") if name in claims]
             if not clients or not all(isinstance(c, str) and c in self._client_ids for c in clients):

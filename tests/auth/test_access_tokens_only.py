@@ -75,6 +75,13 @@ async def test_listed_client_ids_only(
         assert await reason(verifier, token) == "token of another client"
 
 
+async def test_a_logout_token_is_not_an_access_token(
+    verifier: TokenVerifier, rsa_key: jwk.RSAKey, claims: Claims
+) -> None:
+    logout_shaped = claims(events={BACKCHANNEL_LOGOUT_EVENT: {}}, jti="j-1")
+    assert await reason(verifier, sign(rsa_key, logout_shaped)) == "a logout token is not an access token"
+
+
 async def test_without_client_ids_any_app_of_the_project_is_accepted(
     verifier: TokenVerifier, rsa_key: jwk.RSAKey, claims: Claims
 ) -> None:
