@@ -273,6 +273,16 @@ async def test_logout_revokes_by_sub_and_time_and_closes_both_protocols(gateway:
     assert await closed_with(ws) == (4403, "invalid token: token revoked")
 
 
+async def test_a_sid_only_logout_revokes_the_tokens_that_carried_that_sid(gateway: Gateway) -> None:
+    sub = fresh("sessions")
+    with_sid = gateway.issuer.sign({**claims_of(gateway.token(sub, before=30)), "sid": "sid-1-" + sub})
+    without_sid = gateway.token(sub, before=30)
+    logout = gateway.logout_claims(None, before=10, sid="sid-1-" + sub)
+    assert (await gateway.logout(gateway.issuer.sign(logout))).status_code == 200
+    assert (await gateway.me(with_sid)).status_code == 401
+    assert (await gateway.me(without_sid)).status_code == 200
+
+
 async def test_a_restarted_gateway_still_refuses_the_old_token(gateway: Gateway) -> None:
     sub = fresh("restart")
     old = gateway.token(sub, before=30)
@@ -355,12 +365,13 @@ async def test_a_lockout_of_an_impossible_sub_is_a_user_error(gateway: Gateway) 
 
 @pytest.mark.parametrize("claim", ["nonce", "at_hash", "c_hash"])
 async def test_an_id_token_is_not_an_api_credential(gateway: Gateway, claim: str) -> None:
-    token = gateway.token(fresh("idtoken"))
-    claims = {**json.loads(_b64decode(token.split(".")[1])), claim: "x"}
+    claims = {**claims_of(gateway.token(fresh("idtoken"))), claim: "x"}
     response = await gateway.me(gateway.issuer.sign(claims))
     assert response.status_code == 401
     assert response.json()["errors"][0]["message"] == "invalid token: an ID token is not an access token"
 
 
-def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+def claims_of(token: str) -> dict[str, Any]:
+    segment = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    return claims

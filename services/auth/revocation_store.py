@@ -134,8 +134,8 @@ class SqlRevocationStore:
                 if len(payload) > MAX_PAYLOAD_BYTES:
                     raise ValueError("too large")
                 data = orjson.loads(payload)
-                sub, sid = data = (data.get("sub"), data.get("sid"))
-                if not all(v is None or (isinstance(v, str) and len(v) <= MAX_SUBJECT_CHARS) for v in data):
+                sub, sid = named = (data.get("sub"), data.get("sid"))
+                if not all(v is None or (isinstance(v, str) and len(v) <= MAX_SUBJECT_CHARS) for v in named):
                     raise ValueError("not a subject")
             except (ValueError, AttributeError):
                 logger.warning("dropped a malformed revocation notification (%d bytes)", len(payload))
