@@ -11,7 +11,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from gateway.authn import CHALLENGE, IssuerUnavailable, Unauthenticated, authenticate
+from gateway.authn import IssuerUnavailable, Unauthenticated, authenticate, bearer_token, write_check
+from gateway.backchannel import backchannel_logout
 from gateway.bootstrap import Runtime, document_limits
 from gateway.graphql_http import GraphQLHTTP, GraphQLRequest, RequestError
 from gateway.health import healthz, readyz
@@ -22,6 +23,7 @@ from gateway.webhooks import semaphore_webhook
 from gateway.websocket import GraphQLWebSocket
 from schema.build import build_schema
 from schema.context import Context
+from services.auth.revocation import Revocation
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -50,11 +52,16 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
             ):
                 return Context.create(runtime.services, None, schema_public=True)
             observability.unauthenticated()
-            raise RequestError(401, str(error), {"WWW-Authenticate": CHALLENGE}) from None
+            raise RequestError(401, str(error), {"WWW-Authenticate": error.challenge}) from None
         except IssuerUnavailable as error:
             raise RequestError(503, str(error), {"Retry-After": "5"}) from None
         bind_sub(principal.sub)
-        return Context.create(runtime.services, principal, schema_public=settings.public_introspection)
+        context = Context.create(runtime.services, principal, schema_public=settings.public_introspection)
+        if runtime.introspector is not None:
+            context.confirm_write = write_check(
+                runtime.introspector, bearer_token(request.headers.get("authorization")), principal
+            )
+        return context
 
     async def websocket_context(_: WebSocket) -> Context:
         return Context.create(runtime.services, None, schema_public=settings.public_introspection)
@@ -70,6 +77,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
         init_timeout=settings.websocket_init_timeout_seconds,
         keep_alive_interval=settings.websocket_keep_alive_seconds,
     )
+    graphql_ws.introspector = runtime.introspector
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -89,6 +97,18 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
         Route("/readyz", readyz(runtime.readiness), methods=["GET"]),
         Route("/webhooks/semaphore", semaphore_webhook(runtime), methods=["POST"]),
     ]
+    if runtime.revocations is not None:
+        revocations = runtime.revocations
+
+        async def close_sockets(revocation: Revocation) -> None:
+            await graphql_ws.close_revoked(revocation.covers, revocation.sub)
+
+        revocations.on_revoked(close_sockets)
+        if runtime.logout_tokens is not None:
+            logout = backchannel_logout(
+                runtime.logout_tokens, revocations, max_body_bytes=settings.oidc_max_token_bytes + 1024
+            )
+            routes.append(Route("/auth/backchannel-logout", logout, methods=["POST"]))
     if runtime.dev_issuer is not None:
         issuer = runtime.dev_issuer
 

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from services.auth.errors import InvalidToken, KeysUnavailable
+from services.auth.introspection import Introspector
 from services.auth.principal import Principal
-from services.auth.tokens import TokenVerifier
+from services.auth.tokens import REVOKED, TokenVerifier
 
 CHALLENGE = 'Bearer error="invalid_token"'
+REVOKED_CHALLENGE = f'{CHALLENGE}, error_description="{REVOKED}"'
 
 
 class Unauthenticated(Exception):
     """No usable token; the message says why in one line and names no key or secret."""
+
+    revoked = False
+
+    @property
+    def challenge(self) -> str:
+        """The WWW-Authenticate value: a revoked token says so, so a console knows to sign in again."""
+        return REVOKED_CHALLENGE if self.revoked else CHALLENGE
 
 
 class IssuerUnavailable(Exception):
@@ -37,6 +46,17 @@ def authorization_of(params: Mapping[str, object] | None) -> str | None:
     return None
 
 
+def write_check(
+    introspector: Introspector, token: str, principal: Principal
+) -> Callable[[], Awaitable[None]]:
+    """What a context runs before a mutation when introspection is configured (`schema.active_token`)."""
+
+    async def confirm() -> None:
+        await introspector.confirm(token, principal.sub, principal.expires_at)
+
+    return confirm
+
+
 async def authenticate(verifier: TokenVerifier, authorization: str | None) -> Principal:
     token = bearer_token(authorization)
     try:
@@ -44,4 +64,6 @@ async def authenticate(verifier: TokenVerifier, authorization: str | None) -> Pr
     except KeysUnavailable:
         raise IssuerUnavailable("the token issuer's keys are not available yet; try again shortly") from None
     except InvalidToken as error:
-        raise Unauthenticated(f"invalid token: {error}") from None
+        refused = Unauthenticated(f"invalid token: {error}")
+        refused.revoked = error.reason == REVOKED
+        raise refused from None

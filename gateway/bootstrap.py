@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -15,8 +16,12 @@ from gateway.health import Readiness, database_check
 from gateway.settings import DEV_DIR, Settings
 from schema.limits import DocumentLimits
 from services.auth.dev_issuer import DEV_ORG_ID, DevIssuer
+from services.auth.introspection import Introspector
 from services.auth.jwks import KeySetCache
+from services.auth.logout_token import LogoutTokenVerifier
 from services.auth.permissions import DEFAULT_POLICY, Policy, with_schema_discovery
+from services.auth.revocation import Revocation, Revocations
+from services.auth.revocation_store import SqlRevocationStore
 from services.auth.tokens import TokenVerifier
 from services.catalog import Catalog
 from services.container import PageLimits, Services
@@ -41,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 DEV_ISSUER = "http://opencsp-gateway.dev.localhost"
 DEV_PROJECT_ID = "opencsp-dev"
+DEV_LOGOUT_CLIENT_ID = "opencsp-dev-console"
 
 
 class Runtime:
@@ -67,6 +73,9 @@ class Runtime:
         store: InstanceStore,
         configuration: Configuration,
         dev_issuer: DevIssuer | None = None,
+        revocations: Revocations | None = None,
+        logout_tokens: LogoutTokenVerifier | None = None,
+        introspector: Introspector | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -74,6 +83,10 @@ class Runtime:
         self.bus = bus
         self.verifier = verifier
         self.dev_issuer = dev_issuer
+        # The sign-out edges (back-channel logout, websockets, writes) use these directly.
+        self.revocations = revocations
+        self.logout_tokens = logout_tokens
+        self.introspector = introspector
         self._keys = keys
         self._cluster = cluster
         self._runner = runner
@@ -135,6 +148,10 @@ class Runtime:
         """Load keys, start fanning out events, settle what a previous process left unfinished, then
         watch and reconcile."""
         await self._keys.refresh()
+        if self.revocations is not None:
+            # Before the first request: a restarted replica must refuse what was revoked while it was down.
+            await self.revocations.load()
+            self._tasks.append(asyncio.create_task(self.revocations.run(), name="revocations"))
         self._tasks.append(asyncio.create_task(self.services.hub.run(), name="event hub"))
         self._listening = True
         # Keeps /readyz's answer, and retries loading the issuer's keys (rate-limited) if start-up could not.
@@ -164,6 +181,8 @@ class Runtime:
         await self._cluster.close()
         await self._runner.aclose()
         await self._keys.aclose()
+        if self.introspector is not None:
+            await self.introspector.aclose()
         await self.engine.dispose()
 
 
@@ -223,6 +242,11 @@ async def build_runtime(
         ),
         reconcile_interval=settings.reconcile_interval_seconds,
     )
+    revocations = Revocations(
+        SqlRevocationStore(engine),
+        max_token_lifetime=timedelta(seconds=settings.oidc_max_token_lifetime_seconds),
+        leeway=timedelta(seconds=settings.oidc_leeway_seconds),
+    )
     services = Services(
         catalog=catalog,
         instances=InstanceReader(make_sessionmaker(engine)),
@@ -230,6 +254,7 @@ async def build_runtime(
         internals=InternalsReader(provisioning, configuration),
         hub=Hub(bus, store.recorded_change, mailbox_limit=settings.subscription_backlog_limit),
         page_limits=PageLimits(default=settings.default_page_size, maximum=settings.max_page_size),
+        revocations=revocations,
     )
     verifier = TokenVerifier(
         keys=keys,
@@ -242,7 +267,17 @@ async def build_runtime(
         leeway=settings.oidc_leeway_seconds,
         max_token_bytes=settings.oidc_max_token_bytes,
         cache_size=settings.oidc_token_cache_size,
+        client_ids=settings.oidc_client_ids,
+        max_lifetime=settings.oidc_max_token_lifetime_seconds,
     )
+    verifier.revocations = revocations
+
+    async def forget_cached(revocation: Revocation) -> None:
+        verifier.forget(revocation.covers)
+
+    revocations.on_revoked(forget_cached)
+    logout_client_ids = [DEV_LOGOUT_CLIENT_ID] if settings.dev_mode else settings.oidc_logout_client_ids
+    logout_tokens = LogoutTokenVerifier(verifier, client_ids=logout_client_ids) if logout_client_ids else None
     return Runtime(
         settings=settings,
         engine=engine,
@@ -255,6 +290,9 @@ async def build_runtime(
         store=store,
         configuration=configuration,
         dev_issuer=issuer,
+        revocations=revocations,
+        logout_tokens=logout_tokens,
+        introspector=_introspector(settings),
     )
 
 
@@ -288,6 +326,17 @@ def dev_issuer(directory: Path = DEV_DIR) -> DevIssuer:
     """The local issuer of dev mode, its key kept in `directory` so tokens survive restarts."""
     directory.mkdir(parents=True, exist_ok=True)
     return DevIssuer(directory=directory, issuer=DEV_ISSUER, project_id=DEV_PROJECT_ID)
+
+
+def _introspector(settings: Settings) -> Introspector | None:
+    url, client, secret = (
+        settings.oidc_introspection_url,
+        settings.oidc_introspection_client_id,
+        settings.oidc_introspection_client_secret,
+    )
+    if not (url and client and secret):
+        return None
+    return Introspector(url, client, secret.get_secret_value())
 
 
 def _keys(settings: Settings, issuer: DevIssuer | None) -> KeySetCache:

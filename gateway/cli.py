@@ -1,4 +1,4 @@
-"""`opencsp-gateway serve | migrate | dev | schema`: the process's entry points."""
+"""`opencsp-gateway serve | migrate | dev | schema | token | logout`: the process's entry points."""
 
 from __future__ import annotations
 
@@ -43,6 +43,15 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", default=None, help="the user id (default: dev-<role>)")
     token.add_argument("--org", default=None, help="the user's org id (default: dev-org)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default: 3600)")
+    logout = commands.add_parser(
+        "logout", help="sign a user out of the running dev gateway, as ZITADEL's back-channel logout does"
+    )
+    logout.add_argument(
+        "--sub", required=True, help="the user id whose tokens and sockets end (e.g. dev-admin)"
+    )
+    logout.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="the dev gateway (default: http://127.0.0.1:8000)"
+    )
     return root
 
 
@@ -66,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 raise StartupError("--ttl must be a positive number of seconds")
             issuer = dev_issuer()
             print(issuer.issue(args.role, sub=args.sub or f"dev-{args.role}", org=args.org, ttl=args.ttl))
+        elif args.command == "logout":
+            from gateway.dev import post_logout
+
+            print(post_logout(args.sub, args.url))
         elif args.command == "dev":
             run_dev(host=args.host, port=args.port, metrics_port=args.metrics_port)
     except (SettingsError, StartupError) as exc:

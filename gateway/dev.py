@@ -41,6 +41,28 @@ def run_dev(*, host: str, port: int, metrics_port: int | None = None) -> None:
     run_server(settings)
 
 
+def post_logout(sub: str, url: str) -> str:
+    """Sign a logout token for `sub` with the dev issuer and post it to the dev gateway at `url`, as
+    ZITADEL posts to a registered `backchannel_logout_uri`: the user's tokens and sockets end there."""
+    import httpx
+
+    from gateway.bootstrap import DEV_LOGOUT_CLIENT_ID, dev_issuer
+
+    dev_settings()
+    token = dev_issuer().logout_token(audience=DEV_LOGOUT_CLIENT_ID, sub=sub)
+    try:
+        response = httpx.post(
+            f"{url.rstrip('/')}/auth/backchannel-logout", data={"logout_token": token}, timeout=10
+        )
+    except httpx.HTTPError as error:
+        raise StartupError(f"the dev gateway at {url} did not answer ({error})") from None
+    if response.status_code != 200:
+        raise StartupError(
+            f"the dev gateway refused the logout ({response.status_code}): {response.text[:200]}"
+        )
+    return f"{sub} is signed out: tokens issued until now are refused and open sockets were closed"
+
+
 def print_tokens(settings: Settings) -> None:
     """Ready-to-paste tokens, one per role; GraphiQL's headers tab takes {"Authorization": "Bearer …"}."""
     issuer = dev_issuer()

@@ -254,6 +254,11 @@ class GraphQLHTTP:
     def _respond(self, result: ExecutionResult, media_type: str) -> Response:
         body: dict[str, Any]
         status = 200
+        refused = _refused_write(result)
+        if refused is not None:
+            status, headers = refused
+            body = {"errors": [_format(error) for error in result.errors or ()]}
+            return Response(orjson.dumps(body), status, headers, media_type=f"{media_type}; charset=utf-8")
         if _is_request_error(result):
             body = {"errors": [_format(error) for error in result.errors or ()]}
             if media_type == GRAPHQL_RESPONSE:
@@ -268,6 +273,22 @@ class GraphQLHTTP:
         if result.extensions:
             body["extensions"] = result.extensions
         return Response(orjson.dumps(body), status, media_type=f"{media_type}; charset=utf-8")
+
+
+_REFUSED_WRITES = {
+    # schema.active_token: the issuer's introspection said no, or could not be asked.
+    "UNAUTHENTICATED": (
+        401,
+        {"WWW-Authenticate": 'Bearer error="invalid_token", error_description="token not active"'},
+    ),
+    "SERVICE_UNAVAILABLE": (503, {"Retry-After": "5"}),
+}
+
+
+def _refused_write(result: ExecutionResult) -> tuple[int, dict[str, str]] | None:
+    if result.data is not None or not result.errors:
+        return None
+    return _REFUSED_WRITES.get((result.errors[0].extensions or {}).get("code", ""))
 
 
 def _denied(result: ExecutionResult) -> bool:

@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     oidc_token_cache_size: int = Field(default=10_000, ge=0)
     oidc_jwks_min_refresh_seconds: float = Field(default=30.0, ge=1)
     rbac_policy: Annotated[dict[str, frozenset[str]] | None, NoDecode] = None
+    # Sign-out (docs/SECURITY.md "Sessions"): back-channel logout for these client ids (the console app's),
+    # access tokens of these client ids only (empty: any app of the project), revocations kept this long.
+    oidc_logout_client_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    oidc_client_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    oidc_max_token_lifetime_seconds: int = Field(default=43_200, ge=60, le=30 * 86_400)
+    # RFC 7662 introspection before every write (off unless all three are set): see docs/SECURITY.md.
+    oidc_introspection_url: str | None = None
+    oidc_introspection_client_id: str | None = None
+    oidc_introspection_client_secret: SecretStr | None = None
     public_introspection: bool = False
     max_subscriptions_per_connection: int = Field(default=20, ge=1)
     subscription_backlog_limit: int = Field(default=256, ge=1)
@@ -126,6 +135,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"not valid JSON ({exc})") from None
         return value
 
+    @field_validator("oidc_logout_client_ids", "oidc_client_ids", mode="before")
+    @classmethod
+    def _parse_id_list(cls, value: object) -> object:
+        """A JSON list, or comma-separated ids."""
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return cls._parse_json_list(value)
+
     @field_validator("instance_networks", mode="before")
     @classmethod
     def _parse_networks(cls, value: object) -> object:
@@ -180,6 +197,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"{label} must not be empty")
             if len(set(names)) != len(names):
                 raise ValueError(f"{label} has duplicate names")
+        return self
+
+    @model_validator(mode="after")
+    def _introspection_complete(self) -> Settings:
+        parts = (
+            self.oidc_introspection_url,
+            self.oidc_introspection_client_id,
+            self.oidc_introspection_client_secret,
+        )
+        if any(parts) and not all(parts):
+            raise ValueError(
+                "OPENCSP_OIDC_INTROSPECTION_URL, _CLIENT_ID and _CLIENT_SECRET are set together or not at all"
+            )
         return self
 
     @field_validator("log_level", mode="before")

@@ -7,7 +7,8 @@ ack (Strawberry closes with 4401 on a subscribe before it), nor kept open withou
 token expires, because a dashboard must not outlive the authority it was opened with. Both protocols send
 keep-alives every `keep_alive_interval` seconds once acknowledged (`ping` on graphql-transport-ws, which
 Strawberry only answers, never sends; `ka` on the legacy protocol), so idle dashboards survive proxies
-that cut quiet connections.
+that cut quiet connections. A socket whose token is revoked (sign-out, admin lockout) is closed with 4401
+and the reason "signed out" (`close_revoked`).
 """
 
 from __future__ import annotations
@@ -30,14 +31,24 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage as LegacyConnectionInitMessage,
 )
 
-from gateway.authn import IssuerUnavailable, Unauthenticated, authenticate, authorization_of
+from gateway.authn import (
+    IssuerUnavailable,
+    Unauthenticated,
+    authenticate,
+    authorization_of,
+    bearer_token,
+    write_check,
+)
 from gateway.observability.logs import bind_sub
 from schema.context import Context
 from schema.multiplex import encode_message
+from services.auth.introspection import Introspector
+from services.auth.principal import Principal
 from services.auth.tokens import TokenVerifier
 
 BAD_TOKEN = 4403
 EXPIRED = 4401
+SIGNED_OUT = "signed out"
 TRY_AGAIN_LATER = 1013  # the issuer's keys never loaded: the token cannot be judged yet
 INIT_TIMEOUT = 4408  # as graphql-transport-ws closes a socket that never sent connection_init
 _CONTEXT = "opencsp.context"
@@ -66,6 +77,10 @@ class _Authenticating:
             await self.websocket.close(code=TRY_AGAIN_LATER, reason=_reason(str(error)))
             return False
         self.context.authenticate(principal)
+        if self.view.introspector is not None:
+            token = bearer_token(authorization_of(params))
+            self.context.confirm_write = write_check(self.view.introspector, token, principal)
+        self.view.track(self.context)
         bind_sub(principal.sub)
         self.view.close_at_expiry(self.context, principal.expires_at)
         return True
@@ -145,15 +160,44 @@ class GraphQLWebSocket(GraphQL[Context, None]):
             max_subscriptions_per_connection=max_subscriptions,
         )
         self.verifier = verifier
+        self.introspector: Introspector | None = None  # set when writes need an active token
         self._context_factory = context_factory
+        # Authenticated sockets' contexts by the sub of their token (keyed by id: contexts are unhashable).
+        self._open: dict[str, dict[int, Context]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             context = scope.get(_CONTEXT)
-            if isinstance(context, Context) and context.expiry is not None:
-                context.expiry.cancel()
+            if isinstance(context, Context):
+                self._untrack(context)
+                if context.expiry is not None:
+                    context.expiry.cancel()
+
+    def track(self, context: Context) -> None:
+        assert context.principal is not None
+        self._open.setdefault(context.principal.sub, {})[id(context)] = context
+
+    def _untrack(self, context: Context) -> None:
+        if context.principal is not None and (same := self._open.get(context.principal.sub)) is not None:
+            same.pop(id(context), None)
+            if not same:
+                del self._open[context.principal.sub]
+
+    async def close_revoked(self, covered: Callable[[Principal], bool], sub: str | None) -> int:
+        """Close every open socket whose token `covered` selects (all subs' when `sub` is None); how many."""
+        groups = [self._open.get(sub, {})] if sub is not None else list(self._open.values())
+        closed = 0
+        for context in [context for group in groups for context in list(group.values())]:
+            socket = context.websocket
+            if context.principal is None or not covered(context.principal):
+                continue
+            if isinstance(socket, WebSocket) and socket.application_state is WebSocketState.CONNECTED:
+                with contextlib.suppress(RuntimeError):
+                    await socket.close(code=EXPIRED, reason=SIGNED_OUT)
+                    closed += 1
+        return closed
 
     def encode_json(self, data: object) -> str:
         return encode_message(data)

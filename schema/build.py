@@ -22,13 +22,16 @@ from resolvers.catalog import resolve_catalog
 from resolvers.instances import resolve_instance, resolve_instances
 from resolvers.me import resolve_me
 from resolvers.mutations import create_instance, delete_instance, retry_instance, sync_instances
+from resolvers.sessions import revoke_sessions
 from resolvers.subscriptions import instance_status_changed, instance_status_changes
+from schema.active_token import ActiveTokenForWrites
 from schema.context import Context
 from schema.discovery import DiscoveryAwareExecution, SchemaDiscovery
 from schema.errors import is_public
 from schema.limits import DocumentLimits, extensions
 from schema.multiplex import Multiplexer, is_subscription
 from schema.permissions import DeniedMutations, enforce_requirements, mutation_permissions, requires
+from schema.sessions import RevokeSessionsPayload
 from schema.types import (
     CatalogType,
     Instance,
@@ -37,7 +40,13 @@ from schema.types import (
     Me,
     SyncReport,
 )
-from services.auth.permissions import ADMIN_SYNC, INSTANCE_CREATE, INSTANCE_DELETE, INSTANCE_RETRY
+from services.auth.permissions import (
+    ADMIN_REVOKE,
+    ADMIN_SYNC,
+    INSTANCE_CREATE,
+    INSTANCE_DELETE,
+    INSTANCE_RETRY,
+)
 
 
 @strawberry.type
@@ -76,6 +85,12 @@ class Mutation:
         resolver=sync_instances,
         description="Reconcile the database with the cluster and report what differed.",
         directives=requires(ADMIN_SYNC),
+    )
+    revoke_sessions: RevokeSessionsPayload = strawberry.mutation(
+        resolver=revoke_sessions,
+        description="Sign a user out at once: refuse every token of `sub` issued until now and close its "
+        "sockets (in your org; every org with admin:all-orgs).",
+        directives=requires(ADMIN_REVOKE),
     )
 
 
@@ -173,6 +188,7 @@ def build_schema(
             *extensions(limits or DocumentLimits()),
             SchemaDiscovery,
             lambda: DeniedMutations(guarded),
+            ActiveTokenForWrites,
         ],
         execution_context_class=DiscoveryAwareExecution,
     )

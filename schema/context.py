@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,8 @@ class Context:
     expiry: asyncio.Task[None] | None = field(default=None)
     # The deployment made the schema public (OPENCSP_PUBLIC_INTROSPECTION): see `schema.discovery`.
     schema_public: bool = field(default=False)
+    # With introspection configured: raises unless the issuer calls the token active (schema.active_token).
+    confirm_write: Callable[[], Awaitable[None]] | None = field(default=None)
 
     @classmethod
     def create(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.auth.revocation import Revocations
 from services.catalog import Catalog
 from services.events.hub import Hub
 from services.instances.internals import InternalsReader
@@ -25,3 +26,4 @@ class Services:
     internals: InternalsReader
     hub: Hub
     page_limits: PageLimits
+    revocations: Revocations | None = None

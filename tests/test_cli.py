@@ -40,7 +40,7 @@ def test_schema_snapshot_is_current() -> None:
     assert printed.stdout == committed
 
 
-@pytest.mark.parametrize("command", ["serve", "migrate", "dev", "schema", "token"])
+@pytest.mark.parametrize("command", ["serve", "migrate", "dev", "schema", "token", "logout"])
 def test_every_command_has_help(command: str) -> None:
     result = run(command, "--help")
     assert result.returncode == 0

@@ -19,16 +19,21 @@ from tests.support.servers import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def dev_token(cwd: Path, role: str, *options: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", "from gateway.cli import main; main()", "token", "--role", role, *options],
+def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from gateway.cli import main; main()", *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        check=True,
         timeout=60,
+        check=False,
     )
+
+
+def dev_token(cwd: Path, role: str, *options: str) -> str:
+    result = cli(cwd, "token", "--role", role, *options)
+    assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
 
@@ -86,6 +91,21 @@ def test_dev_serves_graphiql_and_answers_the_catalog(dev_server: str, tmp_path: 
         "data": {"catalog": {"flavors": [{"name": n} for n in ("small", "medium", "large", "xlarge")]}}
     }
     assert httpx.get(f"{dev_server}/readyz").json()["status"] == "ready"
+
+    # `logout --sub` posts a logout token of the dev issuer, as ZITADEL would: the old token is refused.
+    signed_out = cli(tmp_path, "logout", "--sub", "dev-viewer", "--url", dev_server)
+    assert signed_out.returncode == 0, signed_out.stderr
+    assert signed_out.stdout.startswith("dev-viewer is signed out")
+    refused = httpx.post(
+        f"{dev_server}/graphql",
+        json={"query": "{ catalog { flavors { name } } }"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert refused.status_code == 401
+    assert "token revoked" in refused.headers["www-authenticate"]
+    nobody = cli(tmp_path, "logout", "--sub", "dev-viewer", "--url", "http://127.0.0.1:9")
+    assert nobody.returncode == 2
+    assert "did not answer" in nobody.stderr
 
 
 def test_dev_serves_metrics_on_their_own_port(dev_server: str, metrics_port: int) -> None:

@@ -38,6 +38,7 @@ MUTATION_PERMISSIONS = {
     "deleteInstance": "instance:delete",
     "retryInstance": "instance:retry",
     "syncInstances": "admin:sync",
+    "revokeSessions": "admin:revoke",
 }
 INSTANCE_FIELDS = (
     "name orgId statusDetail ipAddress hostname node terraform { name exists } semaphoreTask { id }"
@@ -53,6 +54,7 @@ CREATE = (
 DELETE = f"mutation($id: ID!) {{ deleteInstance(id: $id) {{ {PAYLOAD} }} }}"
 RETRY = f"mutation($id: ID!) {{ retryInstance(id: $id) {{ {PAYLOAD} }} }}"
 SYNC = "mutation { syncInstances { objectsWithoutRows rowsWithoutObjects transitions } }"
+REVOKE = 'mutation { revokeSessions(sub: "gone-1") { sub orgId revokedAt userErrors { code } } }'
 NOT_FOUND = {"field": "id", "message": "no such instance", "code": "NOT_FOUND"}
 
 # What each role may see and read, straight from DESIGN.md's table (and DEFAULT_POLICY).
@@ -272,6 +274,7 @@ async def test_mutations_per_role(
         "deleteInstance": (DELETE, {"id": instances["a1"]}),
         "retryInstance": (RETRY, {"id": instances["a2"]}),
         "syncInstances": (SYNC, {}),
+        "revokeSessions": (REVOKE, {}),
     }
     outcomes = {
         "createInstance": {
@@ -297,6 +300,11 @@ async def test_mutations_per_role(
                 report = body["data"][field]
                 assert set(report) == {"objectsWithoutRows", "rowsWithoutObjects", "transitions"}
                 assert isinstance(report["transitions"], int)
+            elif field == "revokeSessions":
+                lockout = body["data"][field]
+                # An admin of the admin org (org-a here) locks the subject out in every org.
+                assert (lockout["sub"], lockout["orgId"], lockout["userErrors"]) == ("gone-1", None, [])
+                assert lockout["revokedAt"]
             else:
                 assert body["data"] == {field: outcomes[field]}, field
         else:

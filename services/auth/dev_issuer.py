@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from joserfc import jwk, jwt
 
+from services.auth.logout_token import BACKCHANNEL_LOGOUT_EVENT
 from services.auth.principal import ORG_CLAIM, ROLES_CLAIM, project_roles_claim
 
 logger = logging.getLogger(__name__)
@@ -106,8 +107,47 @@ class DevIssuer:
             "urn:zitadel:iam:user:resourceowner:name": org_id,
             "urn:zitadel:iam:user:resourceowner:primary_domain": self.org_domain,
         }
-        header = {"alg": ALGORITHM, "kid": self.kid, "typ": "JWT"}
-        return jwt.encode(header, claims, self._key, algorithms=[ALGORITHM])
+        return self.sign(claims)
+
+    def logout_token(
+        self,
+        *,
+        audience: str,
+        sub: str | None = None,
+        sid: str | None = None,
+        issued_at: float | None = None,
+        ttl: int = 120,
+    ) -> str:
+        """A back-channel logout token as ZITADEL sends it to an app's `backchannel_logout_uri`."""
+        return self.sign(
+            self.logout_claims(audience=audience, sub=sub, sid=sid, issued_at=issued_at, ttl=ttl)
+        )
+
+    def logout_claims(
+        self,
+        *,
+        audience: str,
+        sub: str | None = None,
+        sid: str | None = None,
+        issued_at: float | None = None,
+        ttl: int = 120,
+    ) -> dict[str, Any]:
+        now = int(self._clock() if issued_at is None else issued_at)
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": [audience],
+            "iat": now,
+            "exp": now + ttl,
+            "jti": uuid.uuid4().hex,
+            "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
+        }
+        claims.update({name: value for name, value in (("sub", sub), ("sid", sid)) if value is not None})
+        return claims
+
+    def sign(self, claims: Mapping[str, Any], typ: str = "JWT") -> str:
+        """`claims` signed with the issuer's key, as they are: tests shape hostile tokens with it."""
+        header = {"alg": ALGORITHM, "kid": self.kid, "typ": typ}
+        return jwt.encode(header, dict(claims), self._key, algorithms=[ALGORITHM])
 
 
 def load_or_create_key(path: Path) -> jwk.RSAKey:

@@ -28,6 +28,8 @@ INSTANCE_RETRY = "instance:retry"
 ADMIN_ALL_ORGS = "admin:all-orgs"
 """Act in every org with the permissions held in one's own org (see `principal_from_claims`)."""
 ADMIN_SYNC = "admin:sync"
+ADMIN_REVOKE = "admin:revoke"
+"""Sign a user out at once (`revokeSessions`): in one's own org, or every org with admin:all-orgs."""
 QUOTA_READ_ORG = "quota:read:org"
 SCHEMA_INTROSPECT = "schema:introspect"
 """Introspect the schema and get "Did you mean …" suggestions in errors (see `schema.discovery`)."""
@@ -44,6 +46,7 @@ ALL_PERMISSIONS: frozenset[str] = frozenset(
         INSTANCE_RETRY,
         ADMIN_ALL_ORGS,
         ADMIN_SYNC,
+        ADMIN_REVOKE,
         QUOTA_READ_ORG,
         SCHEMA_INTROSPECT,
     }
@@ -64,7 +67,7 @@ _OPERATOR = (
         SCHEMA_INTROSPECT,
     }
 )
-_ADMIN = _OPERATOR | {ADMIN_ALL_ORGS, ADMIN_SYNC, QUOTA_READ_ORG}
+_ADMIN = _OPERATOR | {ADMIN_ALL_ORGS, ADMIN_SYNC, ADMIN_REVOKE, QUOTA_READ_ORG}
 
 DEFAULT_POLICY: Policy = {"viewer": _VIEWER, "user": _USER, "operator": _OPERATOR, "admin": _ADMIN}
 """The role table of DESIGN.md "Roles, permissions, field-level RBAC"."""

@@ -26,6 +26,7 @@ from services.auth.permissions import ADMIN_ALL_ORGS, ALL_PERMISSIONS, Policy, p
 ROLES_CLAIM = "urn:zitadel:iam:org:project:roles"
 ORG_CLAIM = "urn:zitadel:iam:user:resourceowner:id"
 _EMPTY: frozenset[str] = frozenset()
+MAX_SESSION_ID_CHARS = 255
 
 
 def project_roles_claim(project_id: str) -> str:
@@ -49,6 +50,10 @@ class Principal:
     global_permissions: frozenset[str] = _EMPTY
     """Permissions valid in every org (only set through `admin:all-orgs`, see the module docstring)."""
     kind: Literal["user", "system"] = "user"
+    issued_at: datetime | None = None
+    """The token's `iat`: a revocation covers tokens issued at or before it (`services.auth.revocation`)."""
+    session_id: str | None = None
+    """The token's `sid`, when it has one (ZITADEL's access tokens do not); a logout may name it."""
 
     @classmethod
     def from_roles(
@@ -62,6 +67,8 @@ class Principal:
         name: str = "",
         email: str = "",
         admin_org_id: str | None = None,
+        issued_at: datetime | None = None,
+        session_id: str | None = None,
     ) -> Principal:
         """Apply `policy` to per-org `roles`; the single place permissions are derived."""
         grants = {org: permissions_for(org_roles, policy) for org, org_roles in roles.items()}
@@ -81,6 +88,8 @@ class Principal:
             roles=dict(roles),
             grants=grants,
             global_permissions=home if crosses_orgs else _EMPTY,
+            issued_at=issued_at,
+            session_id=session_id,
         )
 
     @property
@@ -146,6 +155,8 @@ def principal_from_claims(
         name=name,
         email=_first_str(claims, "email"),
         admin_org_id=admin_org_id,
+        issued_at=_issued_at(claims.get("iat")),
+        session_id=_session_id(claims.get("sid")),
     )
 
 
@@ -175,3 +186,17 @@ def _expiry(exp: object) -> datetime:
         return datetime.fromtimestamp(exp, UTC)
     except (OverflowError, OSError, ValueError):
         raise InvalidToken("invalid claim: exp") from None
+
+
+def _issued_at(iat: object) -> datetime | None:
+    """None when absent or unreadable: a revocation of the subject then covers the token (fails closed)."""
+    if isinstance(iat, bool) or not isinstance(iat, int | float) or not math.isfinite(iat):
+        return None
+    try:
+        return datetime.fromtimestamp(iat, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _session_id(sid: object) -> str | None:
+    return sid if isinstance(sid, str) and 0 < len(sid) <= MAX_SESSION_ID_CHARS else None

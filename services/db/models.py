@@ -142,3 +142,25 @@ class InstanceEventRow(Base):
     version: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_instance_events_instance_id_at", "instance_id", "at", "id"),)
+
+
+class SessionRevocation(Base):
+    """A signed-out subject (or session): tokens it covers are refused (see services/auth/revocation.py)."""
+
+    __tablename__ = "session_revocations"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    sub: Mapped[str | None] = mapped_column(String(255), default=None)
+    sid: Mapped[str | None] = mapped_column(String(255), default=None)
+    org_id: Mapped[str | None] = mapped_column(String(64), default=None)  # None: every org
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    jti: Mapped[str | None] = mapped_column(String(255), default=None, unique=True)
+    source: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_session_revocations_sub", "sub"),
+        Index("ix_session_revocations_sid", "sid"),
+        Index("ix_session_revocations_expires_at", "expires_at"),
+    )

@@ -37,7 +37,7 @@ TABLE = {
         p.SCHEMA_INTROSPECT,
     },
 }
-TABLE["admin"] = TABLE["operator"] | {p.ADMIN_ALL_ORGS, p.ADMIN_SYNC, p.QUOTA_READ_ORG}
+TABLE["admin"] = TABLE["operator"] | {p.ADMIN_ALL_ORGS, p.ADMIN_SYNC, p.ADMIN_REVOKE, p.QUOTA_READ_ORG}
 
 
 def claims(roles: dict[str, dict[str, str]], **extra: Any) -> dict[str, Any]:
@@ -56,6 +56,7 @@ def test_permission_constants_are_the_designed_strings() -> None:
         "instance:retry",
         "admin:all-orgs",
         "admin:sync",
+        "admin:revoke",
         "quota:read:org",
         "schema:introspect",
     } == p.ALL_PERMISSIONS
