@@ -23,7 +23,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
-from gateway.graphiql import graphiql_html
+from gateway.graphiql import graphiql_headers, graphiql_html
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class GraphQLHTTP:
             )
         if self._wants_graphiql(request):
             assert self.graphiql_html is not None
-            return HTMLResponse(self.graphiql_html)
+            return HTMLResponse(self.graphiql_html, headers=graphiql_headers())
         media_type = negotiate(request.headers.get("accept"))
         if media_type is None:
             return Response(

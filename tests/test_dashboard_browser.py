@@ -1,0 +1,122 @@
+"""The dashboard in a real browser with no route to the internet (tests/node/dashboard-live.mjs).
+
+One headless Chromium runs three sessions against a real uvicorn gateway: a `user` signs in through the
+dev role picker, creates an instance and watches its row go PENDING → … → ACTIVE and the counts change
+without a reload; a `viewer` pastes a token and sees the instance but no actions and no addresses; a
+short-lived token sees the live feed close with a "token expired" message. No request outside the
+loopback may be attempted and the page's CSP may block nothing.
+
+`DASHBOARD_SCREENSHOTS=docs` writes the README's screenshots (docs/dashboard.png, dashboard-phone.png).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.app import create_app
+from gateway.bootstrap import build_runtime
+from gateway.settings import Settings
+from services.simulated.cluster import SimulatedCluster
+from services.simulated.semaphore import SimulatedSemaphore
+from tests.conftest import Issuer
+from tests.support.servers import serve
+from tests.test_graphiql_browser import browser as browser  # the Chromium fixture, shared
+
+NODE_DIR = Path(__file__).parent / "node"
+SCRIPT = NODE_DIR / "dashboard-live.mjs"
+STEP = 0.3  # slow enough for every status to be drawn, fast enough to keep the test short
+EXPIRING_TTL = 20  # seconds: the expiring session signs in first and waits while the others run
+LIFECYCLE = ["PENDING", "PROVISIONING", "CONFIGURING", "ACTIVE"]
+
+
+@pytest.fixture
+async def live(settings: Settings, engine: AsyncEngine, issuer: Issuer) -> AsyncIterator[str]:
+    """The gateway with the dashboard on, tokens checked with no leeway, and the dev role picker backed
+    by the test issuer (dev mode's own issuer would write its key into the working directory)."""
+    changed = Settings(
+        **{**settings.model_dump(), "dashboard": True, "oidc_leeway_seconds": 0, "_env_file": None}
+    )
+    runtime = await build_runtime(
+        changed,
+        engine=engine,
+        cluster=SimulatedCluster(step_delay=STEP),
+        runner=SimulatedSemaphore(step_delay=STEP),
+    )
+    runtime.dev_issuer = issuer.dev
+    async with serve(create_app(runtime, own_runtime=True)) as base:
+        yield base
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_dashboard_live_in_a_browser(live: str, issuer: Issuer, browser: str, tmp_path: Path) -> None:
+    node = shutil.which("node")
+    assert node, "Node.js is needed; `make test` installs the packages in tests/node"
+    org = issuer.dev.org_id  # the role picker's tokens are of the issuer's default org
+    plan = {
+        "viewerToken": issuer.token("viewer", org=org),
+        "expiringToken": issuer.token("user", sub="short-lived", org=org, ttl=EXPIRING_TTL),
+        "screenshots": str(Path(os.environ.get("DASHBOARD_SCREENSHOTS", tmp_path)).resolve()),
+    }
+    process = await asyncio.create_subprocess_exec(
+        node,
+        str(SCRIPT),
+        live,
+        json.dumps(plan),
+        cwd=NODE_DIR,
+        env={**os.environ, "CHROMIUM": browser},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=150)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, stderr.decode() + stdout.decode()
+    report = json.loads(stdout.decode().strip().splitlines()[-1])
+    assert report["blocked"] == [], "the page reached for the internet"
+    assert report["csp"] == [], "the page's CSP blocked something it loads"
+
+    user = report["user"]
+    # Every status the row showed, in order, in the same document: no reload, no skipped start or end.
+    assert user["sameDocument"] is True
+    assert user["seen"][0] == "PENDING", user["seen"]
+    assert user["seen"][-1] == "ACTIVE", user["seen"]
+    assert user["seen"] == [status for status in LIFECYCLE if status in user["seen"]], user["seen"]
+    assert len(user["seen"]) >= 3, user["seen"]
+    assert (user["activeBefore"], user["activeAfter"], user["total"]) == ("0", "1", "1")
+    assert any("Configuring" in line and "Active" in line for line in user["feed"]), user["feed"]
+    assert user["deleteButton"] == 1
+    assert [line.split("\n")[1] for line in user["timeline"]] == [
+        "Pending",
+        "Provisioning",
+        "Configuring",
+        "Active",
+    ]
+    assert "lowercase" in user["nameError"]
+    assert user["nameInvalid"] == "true"
+    assert Path(plan["screenshots"], "dashboard.png").exists()
+    assert Path(plan["screenshots"], "dashboard-phone.png").exists()
+
+    viewer = report["viewer"]
+    assert viewer["rows"] == 1
+    assert viewer["buttons"] == ["Show"]  # the timeline toggle only: no create, delete or retry
+    assert viewer["createForm"] == 0
+    assert viewer["addressCells"] == 0
+    assert "ADDRESS" not in [header.upper() for header in viewer["headers"]]
+
+    expiry = report["expiry"]
+    assert expiry["live"] is True
+    assert expiry["pill"] == "Token expired"
+    assert "expired" in expiry["notice"]
+    assert "live feed stopped" in expiry["notice"]
+    assert expiry["signInShown"] is True
