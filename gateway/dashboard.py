@@ -35,7 +35,9 @@ def page_config(settings: Settings, *, dev_roles: list[str] | None) -> dict[str,
     if settings.oidc_dashboard_client_id and settings.oidc_issuer:
         issuer = settings.oidc_issuer.rstrip("/")
         project = settings.oidc_project_id
+        # The scopes docs/DEPLOY.md "ZITADEL" lists: roles, and the user's org id (the gateway needs it).
         scopes = ["openid", "profile", "email", "urn:zitadel:iam:org:projects:roles"]
+        scopes.append("urn:zitadel:iam:user:resourceowner")
         if project:
             # Puts the gateway's project in the access token's audience, which the gateway checks.
             scopes.append(f"urn:zitadel:iam:org:project:id:{project}:aud")

@@ -3,8 +3,10 @@
 One headless Chromium runs three sessions against a real uvicorn gateway: a `user` signs in through the
 dev role picker, creates an instance and watches its row go PENDING → … → ACTIVE and the counts change
 without a reload; a `viewer` pastes a token and sees the instance but no actions and no addresses; a
-short-lived token sees the live feed close with a "token expired" message. No request outside the
-loopback may be attempted and the page's CSP may block nothing.
+short-lived token sees the live feed close with a "token expired" message. The viewer's websocket is
+then cut and reconnections refused: the page shows it is offline, retries with growing waits, and once
+back re-reads the list, so it shows an instance created (and finished) while it was away. No request
+outside the loopback may be attempted and the page's CSP may block nothing.
 
 `DASHBOARD_SCREENSHOTS=docs` writes the README's screenshots (docs/dashboard.png, dashboard-phone.png).
 """
@@ -62,6 +64,7 @@ async def test_dashboard_live_in_a_browser(live: str, issuer: Issuer, browser: s
     org = issuer.dev.org_id  # the role picker's tokens are of the issuer's default org
     plan = {
         "viewerToken": issuer.token("viewer", org=org),
+        "userToken": issuer.token("user", sub="another-user", org=org),
         "expiringToken": issuer.token("user", sub="short-lived", org=org, ttl=EXPIRING_TTL),
         "screenshots": str(Path(os.environ.get("DASHBOARD_SCREENSHOTS", tmp_path)).resolve()),
     }
@@ -113,6 +116,13 @@ async def test_dashboard_live_in_a_browser(live: str, issuer: Issuer, browser: s
     assert viewer["createForm"] == 0
     assert viewer["addressCells"] == 0
     assert "ADDRESS" not in [header.upper() for header in viewer["headers"]]
+    # Offline, retried with backoff, live again, and what changed meanwhile is shown.
+    assert viewer["missedWhileOffline"] == 0
+    waits = [int(s.split()[-2]) for s in viewer["states"] if s.startswith("Offline — retrying in")]
+    assert len(waits) >= 2, viewer["states"]
+    assert viewer["states"][-1] == "Live"
+    assert viewer["afterReconnect"] == "ACTIVE"
+    assert viewer["total"] == "2"
 
     expiry = report["expiry"]
     assert expiry["live"] is True

@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_dev_mode_prints_the_dashboard_first_and_serves_it(tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCSP_")}
+    command = ["dev", "--port", str(port), "--metrics-port", str(metrics_port)]
     process = subprocess.Popen(
-        [sys.executable, "-c", "from gateway.cli import main; main()", "dev", "--port", str(port)]
-        + ["--metrics-port", str(metrics_port)],
+        [sys.executable, "-c", "from gateway.cli import main; main()", *command],
         cwd=tmp_path,
         env={**env, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,

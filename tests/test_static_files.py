@@ -227,7 +227,10 @@ async def test_dashboard_offers_oidc_sign_in_when_a_client_id_is_set(client_for:
     assert oidc["authorize"].endswith("/oauth/v2/authorize")
     assert oidc["token"].endswith("/oauth/v2/token")
     assert oidc["endSession"].endswith("/oidc/v1/end_session")
-    assert "urn:zitadel:iam:org:project:id:project-1:aud" in oidc["scope"].split()
+    scopes = oidc["scope"].split()
+    assert "urn:zitadel:iam:org:project:id:project-1:aud" in scopes  # the gateway's audience
+    assert "urn:zitadel:iam:user:resourceowner" in scopes  # the org claim every token needs
+    assert "urn:zitadel:iam:org:projects:roles" in scopes
     # The token endpoint is a CORS fetch to the issuer: its origin, and only it, joins connect-src.
     origin = oidc["token"].split("/oauth/")[0]
     assert f"connect-src 'self' {origin};" in page.headers["content-security-policy"]

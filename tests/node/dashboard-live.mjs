@@ -2,13 +2,15 @@
 //
 //   node dashboard-live.mjs BASE_URL PLAN_JSON
 //
-// PLAN_JSON: {"viewerToken": …, "expiringToken": …, "screenshots": DIR}. One browser, three contexts
+// PLAN_JSON: {"viewerToken": …, "userToken": …, "expiringToken": …, "screenshots": DIR}. One browser, three contexts
 // (each its own sessionStorage):
 //   expiry  — pastes a short-lived token, sees the live feed, then sees it closed with a message;
 //   user    — signs in with the dev role picker, creates an instance, records every status its row
 //             shows until ACTIVE (without a reload), checks the counts, the feed, the timeline and an
 //             inline userError; screenshots at laptop and phone widths;
-//   viewer  — pastes a viewer token: the instance shows, actions and addresses do not.
+//   viewer  — pastes a viewer token: the instance shows, actions and addresses do not; then its
+//             websocket is cut and reconnections refused: it shows offline, retries with backoff, and
+//             once back shows the instance a `user` (plan.userToken, over HTTP) created meanwhile.
 // The expiry context runs alongside the others, so its token's lifetime costs no extra time.
 // Prints one JSON report; exits 1 on a timeout or a page error.
 import { chromium } from 'playwright-core';
@@ -115,9 +117,29 @@ async function user(browser) {
   return result;
 }
 
+async function graphql(token, query, variables = {}) {
+  const response = await fetch(`${base}/graphql`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  return (await response.json()).data;
+}
+
 async function viewer(browser) {
   const session = await open(browser, PHONE);
   const { page } = session;
+  // The page's websocket passes through here, so the test can cut it and refuse reconnections.
+  let cut = null;
+  let refusing = false;
+  await page.routeWebSocket(/\/graphql$/, (socket) => {
+    if (refusing) return socket.close({ code: 1012, reason: 'test: gateway restarting' });
+    const server = socket.connectToServer();
+    cut = () => {
+      socket.close({ code: 1012, reason: 'test: connection lost' });
+      server.close();
+    };
+  });
   await pasteToken(page, plan.viewerToken);
   await waitFor(page, () => document.getElementById('connection').dataset.state === 'live');
   await waitFor(page, () => document.querySelector('tr[data-name="web-1"]') !== null);
@@ -128,9 +150,35 @@ async function viewer(browser) {
     addressCells: await page.locator('td.address').count(),
     headers: await page.locator('#instances thead th').allInnerTexts(),
   };
+  // Offline: the socket drops and reconnections fail for a while; meanwhile an instance is created and
+  // finishes, so no event of it is left to arrive: only re-reading the list after reconnecting shows it.
+  await page.evaluate(() => {
+    window.__states = [];
+    const pill = document.getElementById('connection');
+    new MutationObserver(() => window.__states.push(pill.textContent)).observe(pill, { childList: true, characterData: true, subtree: true });
+  });
+  refusing = true;
+  cut();
+  await waitFor(page, () => document.getElementById('connection').dataset.state === 'offline');
+  const created = await graphql(plan.userToken, 'mutation { createInstance(input: {name: "web-2", flavor: "small", image: "debian-12"}) { instance { id } } }');
+  const id = created.createInstance.instance.id;
+  for (let status = ''; status !== 'ACTIVE'; await sleep(100)) {
+    status = (await graphql(plan.userToken, 'query($id: ID!) { instance(id: $id) { status } }', { id })).instance.status;
+  }
+  // At least two refused attempts, so the page has shown its backoff twice.
+  await waitFor(page, () => window.__states.filter((text) => text.startsWith('Offline — retrying in')).length >= 2);
+  result.missedWhileOffline = await page.locator('tr[data-name="web-2"]').count();
+  refusing = false;
+  await waitFor(page, () => document.getElementById('connection').dataset.state === 'live');
+  await waitFor(page, () => document.querySelector('tr[data-name="web-2"]') !== null);
+  result.states = await page.evaluate(() => window.__states);
+  result.afterReconnect = await page.locator('tr[data-name="web-2"]').getAttribute('data-status');
+  result.total = await page.locator('[data-count="TOTAL"]').innerText();
   await finish('viewer', session);
   return result;
 }
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const browser = await chromium.launch(launchOptions());
 try {
