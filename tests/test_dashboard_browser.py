@@ -3,10 +3,11 @@
 One headless Chromium runs three sessions against a real uvicorn gateway: a `user` signs in through the
 dev role picker, creates an instance and watches its row go PENDING → … → ACTIVE and the counts change
 without a reload; a `viewer` pastes a token and sees the instance but no actions and no addresses; a
-short-lived token sees the live feed close with a "token expired" message. The viewer's websocket is
-then cut and reconnections refused: the page shows it is offline, retries with growing waits, and once
-back re-reads the list, so it shows an instance created (and finished) while it was away. No request
-outside the loopback may be attempted and the page's CSP may block nothing.
+short-lived token sees the live feed close with a "token expired" message; a fourth signs in with OIDC
+(authorization code + PKCE) against a stand-in for ZITADEL's endpoints and signs out there. The
+viewer's websocket is then cut and reconnections refused: the page shows it is offline, retries with
+growing waits, and once back re-reads the list, so it shows an instance created (and finished) while it
+was away. No request outside the loopback may be attempted and the page's CSP may block nothing.
 
 `DASHBOARD_SCREENSHOTS=docs` writes the README's screenshots (docs/dashboard.png, dashboard-phone.png).
 """
@@ -18,6 +19,7 @@ import json
 import os
 import shutil
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,9 +28,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.app import create_app
 from gateway.bootstrap import build_runtime
 from gateway.settings import Settings
+from services.auth.dev_issuer import DevIssuer
 from services.simulated.cluster import SimulatedCluster
 from services.simulated.semaphore import SimulatedSemaphore
-from tests.conftest import Issuer
+from tests.conftest import PROJECT, Issuer
+from tests.peers.oidc_provider import OidcProvider
 from tests.support.servers import serve
 from tests.test_graphiql_browser import browser as browser  # the Chromium fixture, shared
 
@@ -37,41 +41,64 @@ SCRIPT = NODE_DIR / "dashboard-live.mjs"
 STEP = 0.3  # slow enough for every status to be drawn, fast enough to keep the test short
 EXPIRING_TTL = 20  # seconds: the expiring session signs in first and waits while the others run
 LIFECYCLE = ["PENDING", "PROVISIONING", "CONFIGURING", "ACTIVE"]
+CLIENT_ID = "dashboard-client"
+
+
+@dataclass
+class Live:
+    base: str
+    tokens: DevIssuer  # signs as the stand-in issuer, with the key the JWKS server publishes
+    provider: OidcProvider
 
 
 @pytest.fixture
-async def live(settings: Settings, engine: AsyncEngine, issuer: Issuer) -> AsyncIterator[str]:
-    """The gateway with the dashboard on, tokens checked with no leeway, and the dev role picker backed
-    by the test issuer (dev mode's own issuer would write its key into the working directory)."""
-    changed = Settings(
-        **{**settings.model_dump(), "dashboard": True, "oidc_leeway_seconds": 0, "_env_file": None}
-    )
-    runtime = await build_runtime(
-        changed,
-        engine=engine,
-        cluster=SimulatedCluster(step_delay=STEP),
-        runner=SimulatedSemaphore(step_delay=STEP),
-    )
-    runtime.dev_issuer = issuer.dev
-    async with serve(create_app(runtime, own_runtime=True)) as base:
-        yield base
+async def live(
+    settings: Settings, engine: AsyncEngine, issuer: Issuer, tmp_path: Path
+) -> AsyncIterator[Live]:
+    """The gateway with the dashboard on, OIDC sign-in against a stand-in for ZITADEL's endpoints, tokens
+    checked with no leeway, and the dev role picker backed by the same issuer (dev mode's own issuer would
+    write its key into the working directory)."""
+    provider = OidcProvider(client_id=CLIENT_ID, redirect_uri="", mint=lambda: "")
+    async with serve(provider.app(), access_log=False) as provider_url:
+        tokens = DevIssuer(directory=tmp_path / "issuer", issuer=provider_url, project_id=PROJECT)
+        provider.mint = lambda: tokens.issue("user", sub="oidc-user", name="Oidc User")
+        changed = Settings(
+            **{
+                **settings.model_dump(),
+                "dashboard": True,
+                "oidc_issuer": provider_url,
+                "oidc_jwks_url": issuer.server.jwks_url,  # the same key, published there
+                "oidc_dashboard_client_id": CLIENT_ID,
+                "oidc_leeway_seconds": 0,
+                "_env_file": None,
+            }
+        )
+        runtime = await build_runtime(
+            changed,
+            engine=engine,
+            cluster=SimulatedCluster(step_delay=STEP),
+            runner=SimulatedSemaphore(step_delay=STEP),
+        )
+        runtime.dev_issuer = tokens
+        async with serve(create_app(runtime, own_runtime=True)) as base:
+            provider.redirect_uri = f"{base}/dashboard"
+            yield Live(base, tokens, provider)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_dashboard_live_in_a_browser(live: str, issuer: Issuer, browser: str, tmp_path: Path) -> None:
+async def test_dashboard_live_in_a_browser(live: Live, browser: str, tmp_path: Path) -> None:
     node = shutil.which("node")
     assert node, "Node.js is needed; `make test` installs the packages in tests/node"
-    org = issuer.dev.org_id  # the role picker's tokens are of the issuer's default org
-    plan = {
-        "viewerToken": issuer.token("viewer", org=org),
-        "userToken": issuer.token("user", sub="another-user", org=org),
-        "expiringToken": issuer.token("user", sub="short-lived", org=org, ttl=EXPIRING_TTL),
+    plan = {  # all of the issuer's default org, as the role picker's and the OIDC sign-in's tokens
+        "viewerToken": live.tokens.issue("viewer", sub="viewer-1"),
+        "userToken": live.tokens.issue("user", sub="another-user"),
+        "expiringToken": live.tokens.issue("user", sub="short-lived", ttl=EXPIRING_TTL),
         "screenshots": str(Path(os.environ.get("DASHBOARD_SCREENSHOTS", tmp_path)).resolve()),
     }
     process = await asyncio.create_subprocess_exec(
         node,
         str(SCRIPT),
-        live,
+        live.base,
         json.dumps(plan),
         cwd=NODE_DIR,
         env={**os.environ, "CHROMIUM": browser},
@@ -130,3 +157,17 @@ async def test_dashboard_live_in_a_browser(live: str, issuer: Issuer, browser: s
     assert "expired" in expiry["notice"]
     assert "live feed stopped" in expiry["notice"]
     assert expiry["signInShown"] is True
+
+    # OIDC: code + PKCE against the stand-in (which checks the S256 of the verifier), then sign-out there.
+    oidc = report["oidc"]
+    assert oidc["url"] == f"{live.base}/dashboard", "the code and state must leave the address bar"
+    assert oidc["who"].startswith("Oidc User")
+    assert sorted(oidc["stored"]) == ["opencsp.idToken", "opencsp.token"]
+    assert oidc["local"] == 0, "nothing in localStorage"
+    assert "opencsp.token" not in oidc["afterSignOut"]
+    scope = "openid profile email urn:zitadel:iam:org:projects:roles urn:zitadel:iam:user:resourceowner"
+    assert live.provider.seen == [
+        f"authorize scope={scope} urn:zitadel:iam:org:project:id:{PROJECT}:aud",
+        "token issued",
+        "end_session hint=stand-in-id-token",
+    ]

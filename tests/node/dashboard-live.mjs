@@ -11,7 +11,9 @@
 //   viewer  — pastes a viewer token: the instance shows, actions and addresses do not; then its
 //             websocket is cut and reconnections refused: it shows offline, retries with backoff, and
 //             once back shows the instance a `user` (plan.userToken, over HTTP) created meanwhile.
-// The expiry context runs alongside the others, so its token's lifetime costs no extra time.
+//   oidc    — signs in with OIDC code + PKCE at the stand-in issuer (tests/peers/oidc_provider.py),
+//             lands on /dashboard with the token in sessionStorage only, and signs out there.
+// The expiry and oidc contexts run alongside the others, so the token's lifetime costs no extra time.
 // Prints one JSON report; exits 1 on a timeout or a page error.
 import { chromium } from 'playwright-core';
 import path from 'node:path';
@@ -180,12 +182,36 @@ async function viewer(browser) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+async function oidc(browser) {
+  const session = await open(browser, LAPTOP);
+  const { page } = session;
+  await page.goto(`${base}/dashboard`);
+  await page.getByRole('button', { name: 'Sign in with your organisation' }).click();
+  await waitFor(page, () => document.getElementById('connection')?.dataset.state === 'live');
+  const result = {
+    url: page.url(),
+    who: await page.locator('#who-name').innerText(),
+    stored: await page.evaluate(() => Object.keys(sessionStorage)),
+    local: await page.evaluate(() => localStorage.length),
+  };
+  const endSession = page.waitForResponse((response) => response.url().includes('/oidc/v1/end_session'));
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await endSession;
+  await page.waitForLoadState();
+  await page.waitForSelector('#token-sign-in');
+  result.afterSignOut = await page.evaluate(() => Object.keys(sessionStorage));
+  await finish('oidc', session);
+  return result;
+}
+
 const browser = await chromium.launch(launchOptions());
 try {
   const expiring = expiry(browser);
+  const signingIn = oidc(browser);
   report.user = await user(browser);
   report.viewer = await viewer(browser);
   report.expiry = await expiring;
+  report.oidc = await signingIn;
 } finally {
   await browser.close();
 }
