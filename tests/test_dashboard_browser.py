@@ -39,7 +39,7 @@ from tests.test_graphiql_browser import browser as browser  # the Chromium fixtu
 NODE_DIR = Path(__file__).parent / "node"
 SCRIPT = NODE_DIR / "dashboard-live.mjs"
 STEP = 0.3  # slow enough for every status to be drawn, fast enough to keep the test short
-EXPIRING_TTL = 20  # seconds: the expiring session signs in first and waits while the others run
+EXPIRING_TTL = 25  # seconds: the expiring session signs in first and waits while the others run
 LIFECYCLE = ["PENDING", "PROVISIONING", "CONFIGURING", "ACTIVE"]
 CLIENT_ID = "dashboard-client"
 
@@ -132,6 +132,7 @@ async def test_dashboard_live_in_a_browser(live: Live, browser: str, tmp_path: P
         "Configuring",
         "Active",
     ]
+    assert user["unlabelled"] == []
     assert "lowercase" in user["nameError"]
     assert user["nameInvalid"] == "true"
     assert Path(plan["screenshots"], "dashboard.png").exists()

@@ -85,8 +85,9 @@ async function user(browser) {
     });
   });
   const activeBefore = await page.locator('[data-count="ACTIVE"]').innerText();
+  // By keyboard: type the name and press Enter in the field.
   await page.getByLabel('Name').fill('web-1');
-  await page.getByRole('button', { name: 'Create instance' }).click();
+  await page.getByLabel('Name').press('Enter');
   await waitFor(page, () => document.querySelector('tr[data-name="web-1"]')?.dataset.status === 'ACTIVE');
   const result = {
     seen: await page.evaluate(() => window.__seen),
@@ -100,6 +101,12 @@ async function user(browser) {
   await page.getByRole('button', { name: 'History of web-1' }).click();
   await waitFor(page, () => document.querySelectorAll('.timeline .events li').length >= 4);
   result.timeline = await page.locator('.timeline .events li').allInnerTexts();
+  // Every control has an accessible name (a label, aria-label or text).
+  result.unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll('button, input, select, textarea')]
+      .filter((node) => !(node.getAttribute('aria-label') || node.labels?.length || node.textContent.trim()))
+      .map((node) => node.outerHTML.slice(0, 80)),
+  );
   // A name the server refuses: its userError shows next to the field.
   await page.getByLabel('Name').fill('Not A DNS Label');
   await page.getByRole('button', { name: 'Create instance' }).click();
