@@ -61,7 +61,8 @@ async def live(
     provider = OidcProvider(client_id=CLIENT_ID, redirect_uri="", mint=lambda: "")
     async with serve(provider.app(), access_log=False) as provider_url:
         tokens = DevIssuer(directory=tmp_path / "issuer", issuer=provider_url, project_id=PROJECT)
-        provider.mint = lambda: tokens.issue("user", sub="oidc-user", name="Oidc User")
+        # Another org, so its instance stays out of the other sessions' counts.
+        provider.mint = lambda: tokens.issue("operator", sub="oidc-user", name="Oidc User", org="org-b")
         changed = Settings(
             **{
                 **settings.model_dump(),
@@ -166,6 +167,11 @@ async def test_dashboard_live_in_a_browser(live: Live, browser: str, tmp_path: P
     assert sorted(oidc["stored"]) == ["opencsp.idToken", "opencsp.token"]
     assert oidc["local"] == 0, "nothing in localStorage"
     assert "opencsp.token" not in oidc["afterSignOut"]
+    assert "Failed" in oidc["failedRow"]
+    assert "Provisioning the virtual machine failed." in oidc["failedRow"]  # the reason's sentence
+    assert oidc["retryAfterActive"] == 0  # offered for FAILED only
+    assert oidc["armed"] == "Confirm delete"  # two steps, no modal
+    assert oidc["totalAfterDelete"] == "0"
     scope = "openid profile email urn:zitadel:iam:org:projects:roles urn:zitadel:iam:user:resourceowner"
     assert live.provider.seen == [
         f"authorize scope={scope} urn:zitadel:iam:org:project:id:{PROJECT}:aud",

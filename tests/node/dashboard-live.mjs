@@ -12,7 +12,8 @@
 //             websocket is cut and reconnections refused: it shows offline, retries with backoff, and
 //             once back shows the instance a `user` (plan.userToken, over HTTP) created meanwhile.
 //   oidc    — signs in with OIDC code + PKCE at the stand-in issuer (tests/peers/oidc_provider.py),
-//             lands on /dashboard with the token in sessionStorage only, and signs out there.
+//             lands on /dashboard with the token in sessionStorage only; as an operator of another
+//             org, sees its instance FAIL, retries it to ACTIVE, deletes it; signs out there.
 // The expiry and oidc contexts run alongside the others, so the token's lifetime costs no extra time.
 // Prints one JSON report; exits 1 on a timeout or a page error.
 import { chromium } from 'playwright-core';
@@ -201,6 +202,20 @@ async function oidc(browser) {
     stored: await page.evaluate(() => Object.keys(sessionStorage)),
     local: await page.evaluate(() => localStorage.length),
   };
+  // The OIDC user is an operator of another org: it fails, retries and deletes its own instance.
+  await page.getByLabel('Name').fill('fail-prov-1');
+  await page.getByLabel('Name').press('Enter');
+  await waitFor(page, () => document.querySelector('tr[data-name="fail-prov-1"]')?.dataset.status === 'FAILED');
+  result.failedRow = await page.locator('tr[data-name="fail-prov-1"]').innerText();
+  await page.getByRole('button', { name: 'Retry fail-prov-1' }).click();
+  await waitFor(page, () => document.querySelector('tr[data-name="fail-prov-1"]')?.dataset.status === 'ACTIVE');
+  result.retryAfterActive = await page.getByRole('button', { name: 'Retry fail-prov-1' }).count();
+  const remove = page.getByRole('button', { name: 'Delete fail-prov-1' });
+  await remove.click();
+  result.armed = await remove.innerText();
+  await remove.click();
+  await waitFor(page, () => document.querySelector('tr[data-name="fail-prov-1"]') === null);
+  result.totalAfterDelete = await page.locator('[data-count="TOTAL"]').innerText();
   const endSession = page.waitForResponse((response) => response.url().includes('/oidc/v1/end_session'));
   await page.getByRole('button', { name: 'Sign out' }).click();
   await endSession;
