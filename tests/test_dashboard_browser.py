@@ -159,6 +159,13 @@ async def test_dashboard_live_in_a_browser(live: Live, browser: str, tmp_path: P
     assert "expired" in expiry["notice"]
     assert "live feed stopped" in expiry["notice"]
     assert expiry["signInShown"] is True
+    assert expiry["signOutVisible"] is False
+    # Before signing in: the three ways in, nothing else (no stray text, no sign-out button).
+    assert expiry["signedOut"]["signOutVisible"] is False
+    assert "null" not in expiry["signedOut"]["text"]
+    assert "Sign in with your organisation" in expiry["signedOut"]["text"]
+    assert "Sign in as this role" in expiry["signedOut"]["text"]
+    assert "Paste an access token" in expiry["signedOut"]["text"]
 
     # OIDC: code + PKCE against the stand-in (which checks the S256 of the verifier), then sign-out there.
     oidc = report["oidc"]

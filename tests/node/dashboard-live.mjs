@@ -55,13 +55,20 @@ const waitFor = (page, fn, arg, timeout = 60_000) => page.waitForFunction(fn, ar
 async function expiry(browser) {
   const session = await open(browser, LAPTOP);
   const { page } = session;
+  await page.goto(`${base}/dashboard`);
+  await page.waitForSelector('#token-sign-in');
+  const signedOut = {
+    signOutVisible: await page.getByRole('button', { name: 'Sign out' }).isVisible(),
+    text: await page.locator('#sign-in').innerText(),
+  };
   await pasteToken(page, plan.expiringToken);
   await waitFor(page, () => document.getElementById('connection').dataset.state === 'live');
-  const result = { live: true };
+  const result = { live: true, signedOut };
   await waitFor(page, () => document.getElementById('connection').dataset.state === 'expired', null, 90_000);
   result.pill = await page.locator('#connection').innerText();
   result.notice = await page.locator('#notice').innerText();
   result.signInShown = await page.locator('#token-sign-in').isVisible();
+  result.signOutVisible = await page.getByRole('button', { name: 'Sign out' }).isVisible();
   await finish('expiry', session);
   return result;
 }

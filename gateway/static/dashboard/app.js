@@ -151,10 +151,8 @@ function showSignIn(message = '') {
   sessionStorage.removeItem(TOKEN_KEY);
   $('who').hidden = true;
   const panel = $('sign-in');
-  panel.replaceChildren(
-    h('h2', { id: 'sign-in-title', text: 'Sign in' }),
-    message ? h('p', { class: 'lead', text: message }) : null,
-  );
+  panel.replaceChildren(h('h2', { id: 'sign-in-title', text: 'Sign in' }));
+  if (message) panel.append(h('p', { class: 'lead', text: message }));
   if (config.oidc) {
     panel.append(
       h('button', {
