@@ -103,8 +103,8 @@ class StaticFiles:
         }
         if asset.etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
-        body = b"" if request.method == "HEAD" else asset.body
-        return Response(body, media_type=asset.content_type, headers=headers)
+        # For HEAD the server sends the headers (Content-Length included) and drops the body.
+        return Response(asset.body, media_type=asset.content_type, headers=headers)
 
 
 def content_security_policy(*, connect: tuple[str, ...] = (), inline_style_elements: bool = False) -> str:
