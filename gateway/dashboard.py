@@ -14,11 +14,13 @@ from html import escape
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.bootstrap import Runtime, policy_of
+from gateway.graphql_http import RequestError, read_body
 from gateway.settings import Settings
 from gateway.static_files import PAGE_HEADERS, StaticFiles, content_security_policy, default_static_files
 
@@ -26,6 +28,7 @@ GRAPHQL_WS = "vendor/graphql-ws@6.4.2/umd/graphql-ws.min.js"
 STYLE = "dashboard/dashboard.css"
 APP = "dashboard/app.js"
 DEV_TOKEN_SECONDS = 3600
+DEV_TOKEN_BODY_BYTES = 1024
 DEV_ROLE_ORDER = ("viewer", "user", "operator", "admin")
 
 
@@ -123,8 +126,10 @@ def dashboard_routes(runtime: Runtime, static: StaticFiles | None = None) -> lis
             if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
                 return JSONResponse({"error": 'send JSON: {"role": "…"}'}, 415)
             try:
-                body = await request.json()
-            except ValueError:
+                body = orjson.loads(await read_body(request, DEV_TOKEN_BODY_BYTES))
+            except RequestError as error:
+                return JSONResponse({"error": error.message}, error.status)
+            except orjson.JSONDecodeError:
                 return JSONResponse({"error": "the body is not JSON"}, 400)
             role = body.get("role") if isinstance(body, dict) else None
             if role not in roles:

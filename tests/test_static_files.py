@@ -264,6 +264,8 @@ async def test_dev_token_endpoint_exists_only_with_the_dev_issuer(client_for: Cl
         (b"role=admin", "application/x-www-form-urlencoded", 415),  # a cross-site form cannot mint
         (b'{"role": "admin"}', "text/plain", 415),  # nor a no-preflight fetch
         (b"{", "application/json", 400),
+        (b'{"role": "' + b"a" * 2000 + b'"}', "application/json", 413),
+        (b"\xff\xfe", "application/json", 400),
     ],
 )
 async def test_dev_token_endpoint_refuses_bad_requests(
