@@ -9,7 +9,7 @@ TEST_WORKERS ?= 4
 DEPLOY_VENV := .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed-$(shell cat deploy/requirements-lint.txt | cksum | cut -d' ' -f1)
 
-.PHONY: dev test lint typecheck check schema bench clean
+.PHONY: dev test lint typecheck check schema bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ schema: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.query_list
 	$(BIN)/python -m benchmarks.documents
+
+# The README's dashboard screenshots (docs/dashboard.png, docs/dashboard-phone.png), from the browser test.
+screenshots: $(STAMP) tests/node/node_modules/.package-lock.json
+	DASHBOARD_SCREENSHOTS=docs $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_dashboard_browser.py
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) tests/node/node_modules .opencsp .pytest_cache .mypy_cache .ruff_cache

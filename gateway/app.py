@@ -14,6 +14,7 @@ from starlette.websockets import WebSocket
 from gateway.authn import IssuerUnavailable, Unauthenticated, authenticate, bearer_token, write_check
 from gateway.backchannel import backchannel_logout
 from gateway.bootstrap import Runtime, document_limits
+from gateway.dashboard import dashboard_routes
 from gateway.graphql_http import GraphQLHTTP, GraphQLRequest, RequestError
 from gateway.health import healthz, readyz
 from gateway.introspection import is_introspection_only
@@ -116,6 +117,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
             return JSONResponse(issuer.jwks())
 
         routes.append(Route("/dev/jwks", dev_jwks, methods=["GET"]))
+    routes += dashboard_routes(runtime)  # /static/…, the dashboard when on, /dev/token in dev mode
     app = Starlette(routes=routes, lifespan=lifespan, middleware=observability.middleware())
     observability.observe(app, runtime)
     app.state.runtime = runtime

@@ -33,7 +33,11 @@ def run_dev(*, host: str, port: int, metrics_port: int | None = None) -> None:
     settings = dev_settings(**overrides)
     asyncio.run(migrate(settings))
     base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}"  # noqa: S104
-    print(f"\nOpenCSP Gateway (dev mode) — GraphiQL: {base}:{port}/graphql", flush=True)
+    if settings.dashboard_on:
+        print(f"\nOpenCSP Gateway (dev mode) — dashboard: {base}:{port}/", flush=True)
+        print(f"GraphiQL: {base}:{port}/graphql", flush=True)
+    else:
+        print(f"\nOpenCSP Gateway (dev mode) — GraphiQL: {base}:{port}/graphql", flush=True)
     if settings.metrics:
         print(f"Prometheus metrics: {base}:{settings.metrics_port}/metrics", flush=True)
     print(flush=True)

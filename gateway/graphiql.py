@@ -1,48 +1,55 @@
-"""GraphiQL as Strawberry ships it, with the Headers tab also sent on websockets.
+"""GraphiQL's page, loading React, GraphiQL and its explorer from the package (gateway/static/vendor/).
 
-GraphiQL's fetcher sends the Headers tab with HTTP requests only; a subscription's websocket carries
-`wsConnectionParams`, fixed when the fetcher is made. The gateway authenticates websockets from the
-`connection_init` payload, so the page makes a fetcher per Headers value: paste
-`{"Authorization": "Bearer …"}` once and queries and subscriptions both work.
+Strawberry's page loads them from unpkg, so on a machine without internet it stays at "Loading..."
+forever; this page loads the same pinned files from `/static/`, with integrity hashes and a CSP that
+allows no inline script. The page's own script (static/graphiql/graphiql-init.js) also makes GraphiQL
+send the Headers tab on websockets, where the gateway authenticates subscriptions.
 """
 
 from __future__ import annotations
 
-import logging
+from html import escape
 
-from strawberry.http.ides import get_graphql_ide_html
+from gateway.static_files import PAGE_HEADERS, StaticFiles, content_security_policy, default_static_files
 
-logger = logging.getLogger(__name__)
+REACT = "vendor/react@18.2.0/umd/react.production.min.js"
+REACT_DOM = "vendor/react-dom@18.2.0/umd/react-dom.production.min.js"
+GRAPHIQL_JS = "vendor/graphiql@3.8.3/graphiql.min.js"
+GRAPHIQL_CSS = "vendor/graphiql@3.8.3/graphiql.min.css"
+EXPLORER_JS = "vendor/@graphiql/plugin-explorer@1.0.2/dist/index.umd.js"
+EXPLORER_CSS = "vendor/@graphiql/plugin-explorer@1.0.2/dist/style.css"
+PAGE_CSS = "graphiql/graphiql.css"
+INIT = "graphiql/graphiql-init.js"
 
-_STATIC_FETCHER = """      const fetcher = GraphiQL.createFetcher({
-        url: fetchURL,
-        headers: defaultHeaders,
-        subscriptionUrl,
-      });
+# GraphiQL's dialogs (Radix, through react-remove-scroll-bar) insert a `<style>` element whose text
+# depends on the scrollbar width, so no fixed hash fits: `<style>` elements are allowed on this page
+# only. Scripts and `style=` attributes stay strict. See docs/SECURITY.md "Browser pages".
+GRAPHIQL_CSP = content_security_policy(inline_style_elements=True)
+
+
+def graphiql_html(static: StaticFiles | None = None) -> str:
+    static = static or default_static_files()
+    return f"""<!doctype html>
+<html lang="en">
+  <head>
+    <meta charset="utf-8">
+    <meta name="viewport" content="width=device-width, initial-scale=1">
+    <title>{escape("OpenCSP Gateway — GraphiQL")}</title>
+    {static.stylesheet(GRAPHIQL_CSS)}
+    {static.stylesheet(EXPLORER_CSS)}
+    {static.stylesheet(PAGE_CSS)}
+  </head>
+  <body>
+    <div id="graphiql" class="graphiql-container">Loading...</div>
+    {static.script(REACT)}
+    {static.script(REACT_DOM)}
+    {static.script(GRAPHIQL_JS)}
+    {static.script(EXPLORER_JS)}
+    {static.script(INIT)}
+  </body>
+</html>
 """
-_FETCHER_PER_HEADERS = """      function fetcherFor(headersText) {
-        let connectionParams = {};
-        try {
-          connectionParams = JSON.parse(headersText || "{}");
-        } catch (error) {
-          connectionParams = {};
-        }
-        return GraphiQL.createFetcher({
-          url: fetchURL,
-          headers: defaultHeaders,
-          subscriptionUrl,
-          wsConnectionParams: connectionParams,
-        });
-      }
-"""
-_USE_STATIC = "          fetcher: fetcher,\n"
-_STATE = "        const [headers, setHeaders] = React.useState(parameters.headers);\n"
-_STATE_AND_FETCHER = _STATE + "        const fetcher = React.useMemo(() => fetcherFor(headers), [headers]);\n"
 
 
-def graphiql_html() -> str:
-    html = get_graphql_ide_html(graphql_ide="graphiql")
-    if _STATIC_FETCHER not in html or _STATE not in html or _USE_STATIC not in html:
-        logger.warning("GraphiQL's page changed shape; subscriptions in GraphiQL will not carry the token")
-        return html
-    return html.replace(_STATIC_FETCHER, _FETCHER_PER_HEADERS).replace(_STATE, _STATE_AND_FETCHER)
+def graphiql_headers() -> dict[str, str]:
+    return {**PAGE_HEADERS, "Content-Security-Policy": GRAPHIQL_CSP}

@@ -24,7 +24,7 @@ from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
 from gateway.bodies import BodyTooLarge, read_body
-from gateway.graphiql import graphiql_html
+from gateway.graphiql import graphiql_headers, graphiql_html
 from schema.errors import BAD_REQUEST, TRANSPORT_CODES, is_forbidden
 
 logger = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class GraphQLHTTP:
             )
         if self._wants_graphiql(request):
             assert self.graphiql_html is not None
-            return HTMLResponse(self.graphiql_html)
+            return HTMLResponse(self.graphiql_html, headers=graphiql_headers())
         media_type = negotiate(request.headers.get("accept"))
         if media_type is None:
             return Response(

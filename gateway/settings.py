@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=100, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     graphiql: bool = True
+    # The operations dashboard at / and /dashboard (gateway/dashboard.py); None: on in dev mode only.
+    dashboard: bool | None = None
 
     # Authentication: ZITADEL (or the local issuer of dev mode). See docs/SECURITY.md.
     oidc_issuer: str = ""
@@ -56,6 +58,7 @@ class Settings(BaseSettings):
         default_factory=lambda: ["RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA"]
     )
     oidc_admin_org_id: str | None = None
+    oidc_dashboard_client_id: str = ""  # a PKCE "User Agent" app in ZITADEL: the dashboard's sign-in
     oidc_leeway_seconds: int = Field(default=60, ge=0, le=300)
     oidc_max_token_bytes: int = Field(default=8192, ge=1024)
     oidc_token_cache_size: int = Field(default=10_000, ge=0)
@@ -220,6 +223,10 @@ class Settings(BaseSettings):
     @property
     def logs_as(self) -> Literal["json", "text"]:
         return self.log_format or ("text" if self.dev_mode else "json")
+
+    @property
+    def dashboard_on(self) -> bool:
+        return self.dev_mode if self.dashboard is None else self.dashboard
 
     @property
     def uses_postgres(self) -> bool:

@@ -2,7 +2,9 @@
 
 Headless Chromium (Debian's `chromium`, driven by playwright-core from tests/node) loads the GraphiQL page
 the gateway serves, with the token in its Headers tab, runs `instanceStatusChanges`, and must show the
-instance an HTTP mutation then orders reaching ACTIVE, by itself. CI installs Chromium (.ci/run); on a
+instance an HTTP mutation then orders reaching ACTIVE, by itself. The browser has no route to the
+internet: every script and style must come from the gateway (no request elsewhere is even attempted),
+and the page's Content-Security-Policy must block nothing it needs. CI installs Chromium (.ci/run); on a
 developer's machine without it the test says how to get it and skips.
 """
 
@@ -82,7 +84,10 @@ async def test_graphiql_shows_a_live_subscription(
             await process.wait()
     assert process.returncode == 0, stderr.decode()
     # The pane is GraphiQL's editor: its text is the pretty-printed JSON (with folding gutters).
-    shown = " ".join(json.loads(stdout.decode().strip().splitlines()[-1])["result"].split())
+    report = json.loads(stdout.decode().strip().splitlines()[-1])
+    assert report["blocked"] == [], "the page reached for the internet"
+    assert report["csp"] == [], "the page's CSP blocked something it loads"
+    shown = " ".join(report["result"].split())
     assert '"to": "ACTIVE"' in shown, shown
     assert '"name": "dash-1"' in shown, shown
     assert (tmp_path / "graphiql.png").exists()

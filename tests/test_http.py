@@ -308,5 +308,7 @@ async def test_a_fault_outside_execution_is_a_masked_500() -> None:
 async def test_graphiql_sends_the_headers_tab_on_websockets_too(client: httpx.AsyncClient) -> None:
     """The gateway authenticates websockets from connection_init; GraphiQL must put the token there."""
     page = (await client.get("/graphql", headers={"accept": "text/html"})).text
-    assert "wsConnectionParams: connectionParams" in page
-    assert "React.useMemo(() => fetcherFor(headers), [headers])" in page
+    assert 'src="/static/graphiql/graphiql-init.js"' in page
+    script = (await client.get("/static/graphiql/graphiql-init.js")).text
+    assert "wsConnectionParams: connectionParams" in script
+    assert "React.useMemo(() => fetcherFor(headers), [headers])" in script
