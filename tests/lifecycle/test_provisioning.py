@@ -34,15 +34,10 @@ async def test_a_failed_apply_fails_the_instance_and_retry_reconciles_the_object
     assert obj["metadata"]["annotations"][RECONCILE_ANNOTATION]
     active = await gateway.wait_for_status(created["id"], "ACTIVE")
     statuses = [e["toStatus"] for e in active["events"]]
-    assert statuses == [
-        "PENDING",
-        "PROVISIONING",
-        "FAILED",
-        "PENDING",
-        "PROVISIONING",
-        "CONFIGURING",
-        "ACTIVE",
-    ]
+    assert statuses[:4] == ["PENDING", "PROVISIONING", "FAILED", "PENDING"]
+    # The retried apply reaches PROVISIONING unless the gateway first sees the object already Ready (a
+    # busy machine lets the test controller finish before the watch delivers): then it skips straight on.
+    assert statuses[4:] in (["PROVISIONING", "CONFIGURING", "ACTIVE"], ["CONFIGURING", "ACTIVE"])
     assert len(peers.semaphore.starts(instance_id=created["id"])) == 1
     # Only a FAILED instance can be retried (the rule's cases: tests/unit/test_lifecycle.py).
     again = await gateway.retry(created["id"])
