@@ -1,7 +1,8 @@
 """The instance playbook: syntax, ansible-lint (production profile, offline), and its last step.
 
 The last step is run for real: ansible-playbook runs the gateway_notify role on this machine
-against a small HTTP server, and the gateway's own verifier checks the signature it receives.
+against a small HTTP server, and the gateway's own verifier checks the signature it receives, with and
+without the Lynis summary. The whole playbook runs on a booted host in tests/deploy_live.
 """
 
 from __future__ import annotations
