@@ -1,5 +1,5 @@
 """deploy/Dockerfile built with buildah on a Debian base made here, and run with podman as its
-non-root user on a read-only root file system: `migrate`, `/healthz`, the image's own HEALTHCHECK,
+non-root user on a read-only root file system: `migrate` (SQLite, PostgreSQL), `/healthz`, the image's own HEALTHCHECK,
 and a GraphQL query to `opencsp-gateway dev`.
 
 The base is bookworm's Python 3.11 (python3, python3-venv, python-is-python3) from mmdebstrap, since
@@ -20,10 +20,12 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from migrations.runner import head_revision
 from tests.deploy_live.support import CACHE, REPO, Engine, debian_root, locked
+from tests.support.databases import postgres_database
 
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3")
 # A container base: no documentation, manual pages or translations.
@@ -113,6 +115,24 @@ def test_migrate_runs_as_the_non_root_user_on_a_read_only_root(
     assert "database is at the newest revision" in result.stdout
     with sqlite3.connect(data_dir / "gateway.db") as db:
         ((revision,),) = db.execute("SELECT version_num FROM alembic_version").fetchall()
+    assert revision == head_revision()
+
+
+@pytest.mark.postgres
+async def test_migrate_runs_against_postgresql_on_the_host(engine: Engine, image: str) -> None:
+    """The production path: asyncpg's wheel inside the image, over TCP to the host's PostgreSQL."""
+    async with postgres_database() as url:
+        result = engine.podman(
+            "run", "--rm", "--read-only", "--network", "host", "--user", USER,
+            "--env", f"OPENCSP_DATABASE_URL={url}",
+            image, "migrate",
+        )  # fmt: skip
+        assert "database is at the newest revision" in result.stdout
+        connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+        try:
+            revision = await connection.fetchval("SELECT version_num FROM alembic_version")
+        finally:
+            await connection.close()
     assert revision == head_revision()
 
 
