@@ -1,6 +1,6 @@
 """deploy/Dockerfile built with buildah on a Debian base made here, and run with podman as its
-non-root user on a read-only root file system: `migrate` (SQLite, PostgreSQL), `/healthz`, the image's own HEALTHCHECK,
-and a GraphQL query to `opencsp-gateway dev`.
+non-root user on a read-only root file system: `migrate` (SQLite, PostgreSQL), `/healthz`, the image's
+own HEALTHCHECK, and a GraphQL query to `opencsp-gateway dev`.
 
 The base is bookworm's Python 3.11 (python3, python3-venv, python-is-python3) from mmdebstrap, since
 no image registry is reachable; the Python packages come from PyPI during the build. The machine's
