@@ -7,11 +7,13 @@ without the Lynis summary. The whole playbook runs on a booted host in tests/dep
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -186,19 +188,39 @@ def test_the_lynis_summary_travels_signed_in_the_hint(
     assert json.loads(body) == {"task_id": 9, "security": SECURITY}
 
 
+def notify_script() -> ModuleType:
+    path = PLAYBOOK_DIR / "roles" / "gateway_notify" / "files" / "notify_gateway.py"
+    spec = importlib.util.spec_from_file_location("notify_gateway", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.parametrize(
     "security",
     [
         {**SECURITY, "hardening_index": 101},
         {**SECURITY, "warnings": -1},
         {**SECURITY, "scanned_at": "yesterday"},
+        {**SECURITY, "warnings": True},
         {"hardening_index": 50, "warnings": 0},
         {**SECURITY, "note": "x" * 5000},
+        [1, 2, 3],
     ],
-    ids=["index-over-100", "negative-warnings", "text-time", "missing-field", "extra-field"],
+    ids=["index-over-100", "negative-warnings", "text-time", "bool", "missing-field", "extra-field", "list"],
 )
+def test_a_malformed_summary_is_refused(security: object) -> None:
+    script = notify_script()
+    with pytest.raises(script.InvalidSecurity):
+        script.security_summary(json.dumps(security))
+    assert script.security_summary("") is None
+    assert script.security_summary(json.dumps(SECURITY)) == SECURITY
+
+
 def test_a_malformed_summary_is_left_out_and_the_hint_still_goes(
-    tmp_path: Path, gateway: tuple[str, list[tuple[str, dict[str, str], bytes]]], security: dict[str, object]
+    tmp_path: Path, gateway: tuple[str, list[tuple[str, dict[str, str], bytes]]]
 ) -> None:
     url, received = gateway
     output = run_notify(
@@ -207,7 +229,7 @@ def test_a_malformed_summary_is_left_out_and_the_hint_still_goes(
             "gateway_url": url,
             "webhook_secret": SECRET,
             "semaphore_task_id": 9,
-            "security_scripts_summary": security,
+            "security_scripts_summary": {**SECURITY, "hardening_index": 101},
         },
     )
     ((_, _, body),) = received
