@@ -9,7 +9,7 @@ TEST_WORKERS ?= 4
 DEPLOY_VENV := .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed-$(shell cat deploy/requirements-lint.txt | cksum | cut -d' ' -f1)
 
-.PHONY: dev test lint typecheck check schema bench screenshots clean
+.PHONY: dev test test-deploy lint typecheck check schema bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,21 @@ dev: $(STAMP)
 
 test: $(STAMP) $(DEPLOY_STAMP) tests/node/node_modules/.package-lock.json
 	OPENCSP_DEPLOY_TOOLS_REQUIRED=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+
+# The deploy path on real software (tests/deploy_live, docs/DEPLOY.md "Proven on this machine"): builds
+# the image with buildah and runs it with podman, boots a Debian host with systemd-nspawn and runs the
+# playbook on it twice, the two files side by side. Needs root and Debian's packages below (installed
+# when missing); the Debian roots are cached in $(DEPLOY_CACHE).
+DEPLOY_CACHE ?= /var/cache/opencsp-deploy-test
+LIVE_DEPLOY_PACKAGES := buildah podman runc mmdebstrap systemd-container iproute2 openssh-client
+test-deploy: $(STAMP) $(DEPLOY_STAMP)
+	@for tool in buildah podman runc mmdebstrap systemd-nspawn ip ssh; do \
+	  command -v $$tool > /dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(LIVE_DEPLOY_PACKAGES) > /dev/null; \
+	fi
+	OPENCSP_LIVE_DEPLOY=1 OPENCSP_DEPLOY_TOOLS_REQUIRED=1 OPENCSP_DEPLOY_CACHE=$(DEPLOY_CACHE) \
+	  $(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadfile tests/deploy_live $(PYTEST_ARGS)
 
 $(DEPLOY_STAMP): deploy/requirements-lint.txt
 	$(PYTHON) -m venv $(DEPLOY_VENV)

@@ -36,6 +36,12 @@ from services.semaphore.poller import PollTimedOut, TaskPoller
 logger = logging.getLogger(__name__)
 
 
+def task_environment(instance_id: uuid.UUID, name: str, ip_address: str, hostname: str) -> dict[str, str]:
+    """The Semaphore task's `environment`, the extra vars deploy/modules/ansible/instance.yml checks
+    (tests/deploy_live runs the playbook with exactly these)."""
+    return {"instance_id": str(instance_id), "name": name, "ip_address": ip_address, "hostname": hostname}
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigurationSettings:
     timeout: float = 1800.0
@@ -216,12 +222,7 @@ class Configuration:
         except InvalidOutputs as error:
             await self._fail(record.id, INVALID_OUTPUTS, str(error), still_ours)
             return None
-        environment = {
-            "instance_id": str(record.id),
-            "name": record.name,
-            "ip_address": target.ip_address,
-            "hostname": target.hostname,
-        }
+        environment = task_environment(record.id, record.name, target.ip_address, target.hostname)
         delay = self._settings.start_retry
         while True:
             try:

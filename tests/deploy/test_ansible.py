@@ -1,16 +1,19 @@
 """The instance playbook: syntax, ansible-lint (production profile, offline), and its last step.
 
 The last step is run for real: ansible-playbook runs the gateway_notify role on this machine
-against a small HTTP server, and the gateway's own verifier checks the signature it receives.
+against a small HTTP server, and the gateway's own verifier checks the signature it receives, with and
+without the Lynis summary. The whole playbook runs on a booted host in tests/deploy_live.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -161,3 +164,85 @@ def test_an_unreachable_gateway_does_not_fail_the_play(tmp_path: Path) -> None:
     )
     assert "gateway unreachable" in output
     assert SECRET not in output
+
+
+SECURITY = {"hardening_index": 64, "warnings": 2, "scanned_at": 1_790_000_000}
+
+
+def test_the_lynis_summary_travels_signed_in_the_hint(
+    tmp_path: Path, gateway: tuple[str, list[tuple[str, dict[str, str], bytes]]]
+) -> None:
+    url, received = gateway
+    run_notify(
+        tmp_path,
+        {
+            "gateway_url": url,
+            "webhook_secret": SECRET,
+            "semaphore_task_id": 9,
+            "security_scripts_summary": SECURITY,
+        },
+    )
+    ((_, headers, body),) = received
+    hint = verify_hint(SECRET, body, headers[TIMESTAMP_HEADER.lower()], headers[SIGNATURE_HEADER.lower()])
+    assert hint.task_id == 9
+    assert json.loads(body) == {"task_id": 9, "security": SECURITY}
+
+
+def notify_script() -> ModuleType:
+    path = PLAYBOOK_DIR / "roles" / "gateway_notify" / "files" / "notify_gateway.py"
+    spec = importlib.util.spec_from_file_location("notify_gateway", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "security",
+    [
+        {**SECURITY, "hardening_index": 101},
+        {**SECURITY, "warnings": -1},
+        {**SECURITY, "scanned_at": "yesterday"},
+        {**SECURITY, "warnings": True},
+        {"hardening_index": 50, "warnings": 0},
+        {**SECURITY, "note": "x" * 5000},
+        [1, 2, 3],
+    ],
+    ids=["index-over-100", "negative-warnings", "text-time", "bool", "missing-field", "extra-field", "list"],
+)
+def test_a_malformed_summary_is_refused(security: object) -> None:
+    script = notify_script()
+    with pytest.raises(script.InvalidSecurity):
+        script.security_summary(json.dumps(security))
+    assert script.security_summary("") is None
+    assert script.security_summary(json.dumps(SECURITY)) == SECURITY
+
+
+def test_a_malformed_summary_is_left_out_and_the_hint_still_goes(
+    tmp_path: Path, gateway: tuple[str, list[tuple[str, dict[str, str], bytes]]]
+) -> None:
+    url, received = gateway
+    output = run_notify(
+        tmp_path,
+        {
+            "gateway_url": url,
+            "webhook_secret": SECRET,
+            "semaphore_task_id": 9,
+            "security_scripts_summary": {**SECURITY, "hardening_index": 101},
+        },
+    )
+    ((_, _, body),) = received
+    assert json.loads(body) == {"task_id": 9}
+    assert "security summary left out of the hint" in output
+
+
+def test_the_seed_order_collector_then_security_scripts_then_hardening() -> None:
+    plays = yaml.safe_load((PLAYBOOK_DIR / "instance.yml").read_text())
+    (block,) = plays[1]["tasks"]
+    roles = [
+        task["ansible.builtin.include_role"]["name"]
+        for task in block["block"]
+        if "ansible.builtin.include_role" in task
+    ]
+    assert roles == ["otel_collector", "security_scripts", "hardening"]

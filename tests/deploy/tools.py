@@ -55,6 +55,9 @@ def run_tool(
     path = require_tool(name)
     environment = dict(os.environ)
     environment["PATH"] = os.pathsep.join([str(Path(path).parent), environment.get("PATH", "")])
+    # The worktree on PYTHONPATH (how helpers run the suite) would shadow the tools' own packages:
+    # the gateway's `schema` hides the PyPI `schema` that checkov's cloudsplaining imports.
+    environment.pop("PYTHONPATH", None)
     environment.update(env or {})
     return subprocess.run(
         [path, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout, check=False
