@@ -44,6 +44,9 @@ from schema.errors import Forbidden
 from schema.permissions import DEFINITION, permission_of
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_OTHER, _STRING, _INT = 0, 1, 2
+# Completed values that are never awaitable: skips `inspect.isawaitable` for most fields.
+_PLAIN = frozenset({dict, list, str, int, bool, float})
 
 
 class Fallback(Exception):
@@ -70,6 +73,8 @@ class FieldPlan:
     permission: str | None  # the field's @requires, checked before the attribute is read
     completion: Completion | None
     nullable: bool
+    # A basic field of a leaf type: (attribute, scalar kind, non-null, leaf type), read in the fast loop.
+    leaf: tuple[str, int, bool, GraphQLLeafType] | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +128,12 @@ def _object(executor: Executor[Any], type_: GraphQLObjectType, grouped: Mapping[
             and (getattr(field.resolve, "_is_default", False) or permission_of(field) is not None)
         )
         completion = _completion(executor, field.type, details)
+        leaf = None
+        if basic and definition is not None:
+            nonnull = completion[0] == "nonnull"
+            kind, leaf_type = completion[1] if nonnull else completion
+            if kind == "leaf":
+                leaf = (definition.python_name, _scalar_kind(leaf_type), nonnull, leaf_type)
         fields.append(
             FieldPlan(
                 key,
@@ -133,6 +144,7 @@ def _object(executor: Executor[Any], type_: GraphQLObjectType, grouped: Mapping[
                 permission_of(field),
                 completion,
                 not is_non_null_type(field.type),
+                leaf,
             )
         )
     return ObjectPlan(type_, fields)
@@ -180,9 +192,25 @@ class Run:
         type_name = plan.type.name
         try:
             for field in plan.fields:
+                leaf = field.leaf
+                if leaf is not None and (field.permission is None or self.allowed(field.permission, source)):
+                    # Strawberry's basic field (getattr), then graphql-core's leaf completion.
+                    value = getattr(source, leaf[0])
+                    kind = leaf[1]
+                    if value is None:
+                        if leaf[2]:
+                            raise Fallback  # null in a non-null position
+                        results[field.key] = None
+                    elif (kind == _STRING and type(value) is str) or (
+                        kind == _INT and type(value) is int and _INT_MIN <= value <= _INT_MAX
+                    ):
+                        results[field.key] = value
+                    else:
+                        results[field.key] = _leaf(leaf[3], value)
+                    continue
                 result = self.field(field, type_name, source, path)
                 results[field.key] = result
-                if isawaitable(result):
+                if result is not None and type(result) not in _PLAIN and isawaitable(result):
                     awaitable.append(field.key)
         except BaseException:
             for key in awaitable:
@@ -200,6 +228,10 @@ class Run:
             return results
 
         return gathered()
+
+    def allowed(self, permission: str, source: Any) -> bool:
+        principal = self.principal
+        return principal is not None and bool(principal.has(permission, getattr(source, "org_id", None)))
 
     def field(self, field: FieldPlan, type_name: str, source: Any, parent: Path | None) -> Any:
         if field.field is None:
@@ -294,7 +326,7 @@ class Run:
                     raise Fallback
                 result = self.complete(inner, field, path.add_key(index, None), item)
                 completed.append(result)
-                if isawaitable(result):
+                if result is not None and type(result) not in _PLAIN and isawaitable(result):
                     awaitable.append(index)
         except BaseException:
             for index in awaitable:
@@ -321,6 +353,12 @@ def field_parent(executor: Executor[Any], type_name: str) -> GraphQLObjectType:
     return parent
 
 
+def _scalar_kind(type_: GraphQLLeafType) -> int:
+    if type_ is GraphQLString or type_ is GraphQLID:
+        return _STRING
+    return _INT if type_ is GraphQLInt else _OTHER
+
+
 def _leaf(type_: GraphQLLeafType, value: Any) -> Any:
     """graphql-core's `complete_leaf_value`, with the built-in scalars' identity cases inlined."""
     kind = type(value)
@@ -344,9 +382,14 @@ async def run(
 ) -> tuple[dict[str, Any], list[GraphQLError]]:
     """The operation's data and errors; raises Fallback."""
     runner = Run(executor, context)
-    data = runner.fields(plan, executor.root_value, None)
-    if isawaitable(data):
-        data = await data
+    try:
+        data = runner.fields(plan, executor.root_value, None)
+        if isawaitable(data):
+            data = await data
+    except Fallback:
+        raise
+    except Exception as error:  # any other field error: graphql-core locates, propagates and masks it
+        raise Fallback from error
     return data, runner.errors
 
 

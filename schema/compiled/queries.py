@@ -156,6 +156,8 @@ class CompiledQueries:
                     plan = compile_query(executor)
                 except Uncompilable as reason:
                     logger.debug("not compiled: %s", reason)
+                except Exception:  # a compiler fault must cost speed, never an answer
+                    logger.exception("compiling a validated document failed; graphql-core runs it")
                 entry.plans[switch] = plan
         if plan is None:
             return None
