@@ -185,6 +185,7 @@ class Run:
         self.context = context
         self.principal = getattr(context, "principal", None)
         self.errors: list[GraphQLError] = []
+        self.decided: dict[tuple[str, str | None], bool] = {}
 
     def fields(self, plan: ObjectPlan, source: Any, path: Path | None) -> Any:
         results: dict[str, Any] = {}
@@ -230,8 +231,14 @@ class Run:
         return gathered()
 
     def allowed(self, permission: str, source: Any) -> bool:
-        principal = self.principal
-        return principal is not None and bool(principal.has(permission, getattr(source, "org_id", None)))
+        """The guard's check (`schema.permissions`), remembered per permission and org for this request:
+        a page of 100 instances asks the same two questions 200 times."""
+        key = (permission, getattr(source, "org_id", None))
+        decided = self.decided.get(key)
+        if decided is None:
+            principal = self.principal
+            decided = self.decided[key] = principal is not None and bool(principal.has(*key))
+        return decided
 
     def field(self, field: FieldPlan, type_name: str, source: Any, parent: Path | None) -> Any:
         if field.field is None:
@@ -239,10 +246,8 @@ class Run:
         attribute = field.attribute
         if attribute is not None:
             permission = field.permission
-            if permission is not None:
-                principal = self.principal
-                if principal is None or not principal.has(permission, getattr(source, "org_id", None)):
-                    return self.forbidden(Forbidden(permission), field, Path(parent, field.key, type_name))
+            if permission is not None and not self.allowed(permission, source):
+                return self.forbidden(Forbidden(permission), field, Path(parent, field.key, type_name))
             try:
                 value = getattr(source, attribute)
             except Exception as error:
