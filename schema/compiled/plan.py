@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from inspect import isawaitable
 from typing import Any
 
 from graphql import (
     GraphQLBoolean,
+    GraphQLEnumType,
     GraphQLError,
     GraphQLField,
     GraphQLID,
@@ -44,7 +46,7 @@ from schema.errors import Forbidden
 from schema.permissions import DEFINITION, permission_of
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
-_OTHER, _STRING, _INT = 0, 1, 2
+_OTHER, _STRING, _INT, _ENUM = 0, 1, 2, 3
 # Completed values that are never awaitable: skips `inspect.isawaitable` for most fields.
 _PLAIN = frozenset({dict, list, str, int, bool, float})
 
@@ -73,8 +75,10 @@ class FieldPlan:
     permission: str | None  # the field's @requires, checked before the attribute is read
     completion: Completion | None
     nullable: bool
-    # A basic field of a leaf type: (attribute, scalar kind, non-null, leaf type), read in the fast loop.
-    leaf: tuple[str, int, bool, GraphQLLeafType] | None = None
+    # A basic field of a leaf type: (attribute, scalar kind, non-null, leaf type, enum outputs), read in
+    # the object's loop. Enum outputs: the type's output per member seen (Strawberry's coerce_output_value
+    # scans the enum's values every time); only Python enum members are kept, so a few per field.
+    leaf: tuple[str, int, bool, GraphQLLeafType, dict[Enum, Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -128,12 +132,12 @@ def _object(executor: Executor[Any], type_: GraphQLObjectType, grouped: Mapping[
             and (getattr(field.resolve, "_is_default", False) or permission_of(field) is not None)
         )
         completion = _completion(executor, field.type, details)
-        leaf = None
+        leaf: tuple[str, int, bool, GraphQLLeafType, dict[Enum, Any]] | None = None
         if basic and definition is not None:
             nonnull = completion[0] == "nonnull"
             kind, leaf_type = completion[1] if nonnull else completion
             if kind == "leaf":
-                leaf = (definition.python_name, _scalar_kind(leaf_type), nonnull, leaf_type)
+                leaf = (definition.python_name, _scalar_kind(leaf_type), nonnull, leaf_type, {})
         fields.append(
             FieldPlan(
                 key,
@@ -206,6 +210,12 @@ class Run:
                         kind == _INT and type(value) is int and _INT_MIN <= value <= _INT_MAX
                     ):
                         results[field.key] = value
+                    elif kind == _ENUM and isinstance(value, Enum):
+                        names = leaf[4]
+                        name = names.get(value)
+                        if name is None:
+                            name = names[value] = _leaf(leaf[3], value)
+                        results[field.key] = name
                     else:
                         results[field.key] = _leaf(leaf[3], value)
                     continue
@@ -361,6 +371,8 @@ def field_parent(executor: Executor[Any], type_name: str) -> GraphQLObjectType:
 def _scalar_kind(type_: GraphQLLeafType) -> int:
     if type_ is GraphQLString or type_ is GraphQLID:
         return _STRING
+    if isinstance(type_, GraphQLEnumType):
+        return _ENUM
     return _INT if type_ is GraphQLInt else _OTHER
 
 
