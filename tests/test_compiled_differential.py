@@ -63,13 +63,15 @@ def documents(schema: GraphQLSchema) -> list[tuple[str, dict[str, Any]]]:
     docs: list[tuple[str, dict[str, Any]]] = []
     whole = " ".join(selection(query, 4))
     docs.append((f"query Whole($id: ID!) {{ {whole} }}", {}))
-    # One field at a time, aliased beside its own name.
-    for field in every:
-        alias = "a_" + field.split("(")[0].split(" ")[0]
+    # Every field aliased beside its own name: leaves all in one document, object fields one at a time.
+    aliased = [f"a_{field.split('(')[0].split(' ')[0]}: {field} {field}" for field in every]
+    leaves = [pair for pair in aliased if "{" not in pair]
+    for group in [leaves, *([pair] for pair in aliased if "{" in pair)]:
+        body = " ".join(group)
         docs.append(
             (
-                f"query($id: ID!) {{ instance(id: $id) {{ {alias}: {field} {field} }} q: instances(first: 2)"
-                f" {{ nodes {{ {field} }} }} }}",
+                f"query($id: ID!) {{ instance(id: $id) {{ {body} }}"
+                f" q: instances(first: 2) {{ nodes {{ {body} }} }} }}",
                 {},
             )
         )
