@@ -210,10 +210,16 @@ class Gateway:
     token: str  # an admin token of dev mode's issuer, which the app trusts
 
 
-async def gateway_app(database_url: str) -> Gateway:
+async def gateway_app(database_url: str, *, compiled_execution: bool = True) -> Gateway:
     """The real gateway with dev mode's peers and issuer. Build it on the loop that will serve it, as
     `opencsp-gateway serve` does; close `runtime` when the app's lifespan does not."""
-    settings = load_settings(database_url=database_url, graphiql=False, dev_mode=True, _env_file=None)
+    settings = load_settings(
+        database_url=database_url,
+        graphiql=False,
+        dev_mode=True,
+        compiled_execution=compiled_execution,
+        _env_file=None,
+    )
     runtime = await build_runtime(settings)
     if runtime.dev_issuer is None:
         raise Failed("dev mode built no token issuer")
@@ -241,7 +247,9 @@ FIELDS: dict[str, str] = {
 FIELD_SET = frozenset(FIELDS)
 QUERY = f"query List {{ instances(first: {PAGE_SIZE}) {{ nodes {{ {' '.join(FIELDS)} }} }} }}"
 BODY = orjson.dumps({"query": QUERY, "operationName": "List"})
-PATHS = {"gateway": "/graphql", "baseline": "/instances"}
+# "gateway": validated documents run compiled (the text, cached after its first validation);
+# "graphql-core": the same gateway with compiled execution off (OPENCSP_COMPILED_EXECUTION=false).
+PATHS = {"gateway": "/graphql", "graphql-core": "/graphql", "baseline": "/instances"}
 
 
 def check_page(status: int, content: bytes) -> list[dict[str, Any]]:

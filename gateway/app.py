@@ -23,6 +23,7 @@ from gateway.observability.logs import bind_sub
 from gateway.webhooks import semaphore_webhook
 from gateway.websocket import GraphQLWebSocket
 from schema.build import build_schema
+from schema.compiled import CompiledQueries
 from schema.context import Context
 from services.auth.revocation import Revocation
 
@@ -68,7 +69,11 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
         return Context.create(runtime.services, None, schema_public=settings.public_introspection)
 
     graphql_http = GraphQLHTTP(
-        schema, http_context, body_limit=settings.max_body_bytes, graphiql=settings.graphiql
+        schema,
+        http_context,
+        body_limit=settings.max_body_bytes,
+        graphiql=settings.graphiql,
+        compiled=CompiledQueries.for_schema(schema) if settings.compiled_execution else None,
     )
     graphql_ws = GraphQLWebSocket(
         schema,

@@ -25,6 +25,7 @@ from strawberry.types.graphql import OperationType
 
 from gateway.bodies import BodyTooLarge, read_body
 from gateway.graphiql import graphiql_headers, graphiql_html
+from schema.compiled import CompiledQueries
 from schema.errors import BAD_REQUEST, TRANSPORT_CODES, is_forbidden
 
 logger = logging.getLogger(__name__)
@@ -176,8 +177,10 @@ class GraphQLHTTP:
         *,
         body_limit: int,
         graphiql: bool,
+        compiled: CompiledQueries | None = None,
     ) -> None:
         self.schema = schema
+        self.compiled = compiled
         self.context_factory = context_factory
         self.body_limit = body_limit
         self.graphiql_html = graphiql_html() if graphiql else None
@@ -231,8 +234,17 @@ class GraphQLHTTP:
 
     async def _execute(self, method: str, request: GraphQLRequest, context: Any) -> ExecutionResult:
         allowed = {OperationType.QUERY} if method == "GET" else {OperationType.QUERY, OperationType.MUTATION}
+        compiled = self.compiled
+        if compiled is not None:
+            # Validated query documents run from their plan; anything else (and any plan that meets an
+            # error it does not answer itself) runs below, through graphql-core.
+            answer = await compiled.execute(
+                request.query, request.variables, request.operation_name, context, request.extensions
+            )
+            if answer is not None:
+                return answer
         try:
-            return await self.schema.execute(
+            result = await self.schema.execute(
                 request.query,
                 variable_values=request.variables,
                 context_value=context,
@@ -250,6 +262,9 @@ class GraphQLHTTP:
             raise RequestError(400, "Name the operation to run with operationName.") from None
         except MissingQueryError:
             raise RequestError(400, "The query parameter must be a non-empty string.") from None
+        if compiled is not None:
+            compiled.learn(request.query, request.operation_name, context, not _is_request_error(result))
+        return result
 
     def _respond(self, result: ExecutionResult, media_type: str) -> Response:
         body: dict[str, Any]

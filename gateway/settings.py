@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     max_subscriptions_per_connection: int = Field(default=20, ge=1)
     subscription_backlog_limit: int = Field(default=256, ge=1)
     share_subscriptions: bool = True
+    # Validated query documents run from a compiled plan (schema/compiled); off: graphql-core runs all.
+    compiled_execution: bool = True
     websocket_keep_alive_seconds: float = Field(default=15.0, gt=0)
     websocket_implementation: Literal["websockets", "websockets-sansio", "wsproto"] = "websockets-sansio"
     websocket_init_timeout_seconds: float = Field(default=10.0, gt=0)

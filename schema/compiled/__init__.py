@@ -1,0 +1,5 @@
+"""Compiled execution of validated query documents: a plan per document, graphql-core for the rest."""
+
+from schema.compiled.queries import CompiledQueries
+
+__all__ = ["CompiledQueries"]
