@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from services.instances.configuration import task_environment
-from services.semaphore.client import START_KEY_VAR
+from services.semaphore.model import START_KEY_VAR
 from tests.deploy.tools import require_tool
 from tests.deploy_live.host import HOST_ADDRESS, HOST_OPTIONS, HOST_PACKAGES, Host, booted_host
 from tests.deploy_live.support import REPO, debian_root, run
