@@ -24,9 +24,11 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from gateway.settings import Settings
 from migrations.runner import current_revision, head_revision
@@ -138,6 +140,14 @@ def _reason(error: BaseException) -> str:
 
 
 async def _database(settings: Settings, checks: _Checks) -> None:
+    url = make_url(settings.database_url)
+    sqlite_file = url.database if url.get_backend_name() == "sqlite" else None
+    if sqlite_file and not await asyncio.to_thread(Path(sqlite_file).is_file):
+        # Connecting would create an empty file: the doctor only reads.
+        checks.fail(
+            "reachable", f"no SQLite file at {url.database}: run `opencsp-gateway migrate` (or `dev`)"
+        )
+        return
     engine = make_engine(settings.database_url)
     try:
         current = await current_revision(engine)

@@ -164,6 +164,11 @@ BREAKAGES: dict[str, tuple[Callable[[Peers], dict[str, Any]], str, str]] = {
         "database",
         "reachable",
     ),
+    "no sqlite file": (
+        _set("database_url", "sqlite+aiosqlite:///nowhere/gateway.db"),
+        "database",
+        "reachable",
+    ),
     "issuer unset": (_set("oidc_issuer", ""), "oidc", "issuer"),
     "discovery missing": (
         _do(lambda p: setattr(p.issuer.server, "discovery", False)),
@@ -243,6 +248,7 @@ async def run_main(
 async def test_an_unmigrated_database_fails_and_the_cli_exits_1_with_json(
     peers: Peers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (tmp_path / "empty.db").touch()  # there, but never migrated
     empty = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
 
     code, output = await run_main(
