@@ -36,9 +36,11 @@ from services.instances.ports import Cluster, TaskRunner
 from services.instances.provisioning import Provisioning, TerraformSettings
 from services.instances.reading import InstanceReader
 from services.instances.records import StatusChanged
+from services.instances.security import SecurityStore
 from services.instances.store import InstanceStore, Quota
 from services.kubernetes.watch import WatchHealth
 from services.semaphore.client import SemaphoreClient
+from services.semaphore.webhook import SecuritySummary
 from services.simulated.cluster import SimulatedCluster
 from services.simulated.semaphore import SimulatedSemaphore
 
@@ -125,8 +127,13 @@ class Runtime:
         """Call `observer` with every transition this process commits."""
         self._store.observe(observer)
 
-    async def hint_task(self, task_id: int) -> None:
-        """A Semaphore task may have moved (the webhook): read it now rather than at the next poll."""
+    async def hint_task(self, task_id: int, security: SecuritySummary | None = None) -> None:
+        """A Semaphore task may have moved (the webhook): read it now rather than at the next poll.
+
+        Its security summary is stored first (only if the task is an instance's current one), so whoever
+        sees the instance turn ACTIVE can read the summary of the run that made it so."""
+        if security is not None and self.services.security is not None:
+            await self.services.security.report(task_id, security)
         await self._configuration.hint(task_id)
 
     async def refresh_keys(self) -> bool:
@@ -255,6 +262,7 @@ async def build_runtime(
         hub=Hub(bus, store.recorded_change, mailbox_limit=settings.subscription_backlog_limit),
         page_limits=PageLimits(default=settings.default_page_size, maximum=settings.max_page_size),
         revocations=revocations,
+        security=SecurityStore(engine),
     )
     verifier = TokenVerifier(
         keys=keys,

@@ -1,4 +1,4 @@
-"""`opencsp-gateway serve | migrate | dev | schema | token | logout`: the process's entry points."""
+"""`opencsp-gateway serve | migrate | doctor | dev | schema | token | logout`: the process's entry points."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import NoReturn
 
 from gateway.bootstrap import dev_issuer
 from gateway.dev import dev_settings, run_dev
+from gateway.doctor import PEERS, diagnose
 from gateway.serving import run_server
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.startup import StartupError, check_revision, migrate
@@ -30,7 +31,20 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--metrics-port", type=int, help="port /metrics listens on (default: OPENCSP_METRICS_PORT)"
     )
-    commands.add_parser("migrate", help="bring the database schema to the newest revision")
+    migrate_command = commands.add_parser("migrate", help="bring the database schema to the newest revision")
+    migrate_command.add_argument(
+        "--doctor",
+        action="store_true",
+        help="then print the doctor report (a report only: the exit status stays the migration's)",
+    )
+    migrate_command.add_argument("--skip", action="append", default=[], choices=PEERS, help=argparse.SUPPRESS)
+    doctor = commands.add_parser(
+        "doctor", help="check every peer with the real settings; exit 0 only when all checks pass"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON (for automation)")
+    doctor.add_argument(
+        "--skip", action="append", default=[], choices=PEERS, help="leave out one peer's checks (repeatable)"
+    )
     dev = commands.add_parser("dev", help="run everything on this machine: SQLite, simulated backends")
     dev.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     dev.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -63,7 +77,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command == "migrate":
             settings = load_settings()
             asyncio.run(migrate(settings))
-            print("database is at the newest revision")
+            print("database is at the newest revision", flush=True)
+            if args.doctor:
+                # After the migration, never instead of it: a peer that is down right now must not
+                # stop a release's schema change, so the report is printed and the status stays 0.
+                print(asyncio.run(diagnose(settings, skip=args.skip)).text(), flush=True)
+        elif args.command == "doctor":
+            report = asyncio.run(diagnose(load_settings(), skip=args.skip))
+            print(report.json() if args.json else report.text())
+            if not report.ok:
+                raise SystemExit(1)
         elif args.command == "serve":
             given = (("host", args.host), ("port", args.port), ("metrics_port", args.metrics_port))
             overrides = {k: v for k, v in given if v is not None}

@@ -1,4 +1,5 @@
-"""`POST /webhooks/semaphore`: a signed hint that a task moved. It only makes the gateway read the task."""
+"""`POST /webhooks/semaphore`: a signed hint that a task moved. It makes the gateway read the task, and
+stores the hint's security summary for the instance whose current task it is."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from services.semaphore.webhook import (
     MAX_BODY_BYTES,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    HintInvalid,
     WebhookError,
     verify_hint,
 )
@@ -35,10 +37,12 @@ def semaphore_webhook(runtime: Runtime) -> Callable[[Request], Awaitable[Respons
                 request.headers.get(TIMESTAMP_HEADER),
                 request.headers.get(SIGNATURE_HEADER),
             )
+        except HintInvalid as error:  # signed, so the sender is ours: say what is wrong; nothing is stored
+            return JSONResponse({"error": str(error)}, 400)
         except WebhookError as error:
             return JSONResponse({"error": str(error)}, 401)
         # The same answer whether or not a task is known: a caller learns nothing about our tasks.
-        await runtime.hint_task(hint.task_id)
+        await runtime.hint_task(hint.task_id, hint.security)
         return JSONResponse({"accepted": True}, 202)
 
     return endpoint

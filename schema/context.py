@@ -15,6 +15,7 @@ from services.auth.principal import Principal
 from services.container import Services
 from services.instances.access import visibility_of
 from services.instances.records import InstanceEventRecord, InstanceRecord
+from services.instances.security import SecurityRecord
 from services.instances.visibility import Visibility
 
 EVENTS_PER_INSTANCE = 50
@@ -27,10 +28,11 @@ class Loaders:
     instance: DataLoader[uuid.UUID, InstanceRecord | None]
     newest_events: DataLoader[uuid.UUID, list[InstanceEventRecord]]
     oldest_events: DataLoader[uuid.UUID, list[InstanceEventRecord]]
+    security: DataLoader[uuid.UUID, SecurityRecord | None]
 
     def forget(self, instance_id: uuid.UUID) -> None:
         """Drop what was read for one instance: a socket's loaders outlive one change of it."""
-        for loader in (self.instance, self.newest_events, self.oldest_events):
+        for loader in (self.instance, self.newest_events, self.oldest_events, self.security):
             with contextlib.suppress(KeyError):  # Strawberry's clear() raises for a key never loaded
                 loader.clear(instance_id)
 
@@ -47,10 +49,15 @@ class Loaders:
             found = await services.instances.events(ids, limit=EVENTS_PER_INSTANCE, newest=False)
             return [found[i] for i in ids]
 
+        async def load_security(ids: list[uuid.UUID]) -> list[SecurityRecord | None]:
+            found = await services.security.of(ids) if services.security is not None else {}
+            return [found.get(i) for i in ids]
+
         return cls(
             instance=DataLoader(load_instances),
             newest_events=DataLoader(load_newest),
             oldest_events=DataLoader(load_oldest),
+            security=DataLoader(load_security),
         )
 
 

@@ -133,6 +133,23 @@ class SemaphoreTask:
             raise Unavailable(str(error)) from None
 
 
+@strawberry.type(
+    name="InstanceSecurity",
+    description=(
+        "The Lynis audit the post-provisioning playbook ran on the VM, as its signed hint reported it. "
+        "The raw report is in the task's log: `semaphoreTask { output }` (internals)."
+    ),
+)
+class InstanceSecurityType:
+    hardening_index: int = strawberry.field(description="Lynis's hardening index, 0 to 100.")
+    warnings: int = strawberry.field(description="How many warnings the audit reported.")
+    scanned_at: datetime = strawberry.field(description="When the audit ran, by the VM's clock.")
+    task_id: int | None = strawberry.field(
+        description="The Semaphore task that reported it.", directives=requires(INSTANCE_READ_INTERNALS)
+    )
+    org_id: strawberry.Private[str]  # the instance's: `@requires` is checked in that org
+
+
 @strawberry.type(description="A virtual machine on the platform.")
 class Instance:
     id: strawberry.ID
@@ -192,6 +209,25 @@ class Instance:
         if self.record.semaphore_task_id is None:
             return None
         return SemaphoreTask(id=self.record.semaphore_task_id)
+
+    @strawberry.field(
+        description=(
+            "The newest security audit a post-provisioning run reported (while its task was the instance's "
+            "current one); null until one did. "
+            "The raw Lynis report is behind internals, in `semaphoreTask { output }`."
+        )
+    )
+    async def security(self, info: strawberry.Info[Context, None]) -> InstanceSecurityType | None:
+        found = await info.context.loaders.security.load(self.record.id)
+        if found is None:
+            return None
+        return InstanceSecurityType(
+            hardening_index=found.hardening_index,
+            warnings=found.warnings,
+            scanned_at=found.scanned_at,
+            task_id=found.task_id,
+            org_id=self.org_id,
+        )
 
     @strawberry.field(
         description="Status transitions, oldest first: the first N of the history, or (default) the last N."

@@ -10,6 +10,7 @@ from services.events.hub import Hub
 from services.instances.internals import InternalsReader
 from services.instances.lifecycle import Lifecycle
 from services.instances.reading import InstanceReader
+from services.instances.security import SecurityStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,3 +28,4 @@ class Services:
     hub: Hub
     page_limits: PageLimits
     revocations: Revocations | None = None
+    security: SecurityStore | None = None

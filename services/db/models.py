@@ -164,3 +164,21 @@ class SessionRevocation(Base):
         Index("ix_session_revocations_sid", "sid"),
         Index("ix_session_revocations_expires_at", "expires_at"),
     )
+
+
+class InstanceSecurityRow(Base):
+    """The newest security summary (Lynis) the playbook reported for an instance, from its current task.
+
+    A table of its own: written only by the webhook, read only by `Instance.security`, and never part of
+    the instance's compare-and-set (a report must not make a lifecycle write lose its race)."""
+
+    __tablename__ = "instance_security"
+
+    instance_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    task_id: Mapped[int] = mapped_column(BigInteger)
+    hardening_index: Mapped[int] = mapped_column(Integer)
+    warnings: Mapped[int] = mapped_column(Integer)
+    scanned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

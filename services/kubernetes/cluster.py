@@ -65,6 +65,11 @@ class TerraformCluster:
             configuration.api_key_prefix = {"BearerToken": "Bearer"}
         return cls(client.ApiClient(configuration))
 
+    @property
+    def api_client(self) -> client.ApiClient:
+        """The configured client, for `opencsp-gateway doctor`'s own probes of the same cluster."""
+        return self._api_client
+
     async def close(self) -> None:
         await self._api_client.close()
 

@@ -1,10 +1,13 @@
 """Verification of the hint the Ansible playbook's last step posts to ``POST /webhooks/semaphore``.
 
-Semaphore has no generic outbound webhook, so the playbook itself signs ``{"task_id": N}``:
+Semaphore has no generic outbound webhook, so the playbook itself signs ``{"task_id": N}``, plus
+``"security": {"hardening_index": 0-100, "warnings": n, "scanned_at": <unix seconds>}`` when its Lynis
+audit ran:
 ``X-OpenCSP-Timestamp: <unix seconds>`` and ``X-OpenCSP-Signature: sha256=<hex>`` where the hex is
 HMAC-SHA256 with the shared secret over ``f"{timestamp}.{body}"`` (the raw body bytes). The hint only
 makes the gateway read the task at once; the task as Semaphore reports it stays the truth, so a
-verified hint is never trusted for a status. The timestamp window limits replays.
+verified hint is never trusted for a status. The timestamp window limits replays. The security summary
+has no other source, so it is checked strictly: one bad field and the whole hint is refused.
 
 Shell equivalent, for the playbook docs::
 
@@ -21,6 +24,8 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeGuard
 
 TIMESTAMP_HEADER = "X-OpenCSP-Timestamp"
 SIGNATURE_HEADER = "X-OpenCSP-Signature"
@@ -49,9 +54,30 @@ class WebhookStale(WebhookError):
     reason = "stale_timestamp"
 
 
+class HintInvalid(WebhookMalformed):
+    """Signed and in time, but the body is not a hint: the sender is ours and has a bug (a 400, not a 401)."""
+
+    reason = "invalid_body"
+
+
+MAX_SCAN_AGE_SECONDS = 7 * 86_400  # a summary older than this is not about the task that sent it
+MAX_WARNINGS = 100_000
+_SECURITY_FIELDS = frozenset({"hardening_index", "warnings", "scanned_at"})
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySummary:
+    """What the playbook's Lynis audit found; the raw report stays in the task's output."""
+
+    hardening_index: int
+    warnings: int
+    scanned_at: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class TaskHint:
     task_id: int
+    security: SecuritySummary | None = None
 
 
 def sign(secret: str | bytes, body: bytes, timestamp: int) -> str:
@@ -98,7 +124,7 @@ def verify_hint(
     current = time.time() if now is None else now
     if abs(current - int(ts)) > tolerance:
         raise WebhookStale("timestamp outside the accepted window")
-    return TaskHint(task_id=_task_id(body))
+    return _parse(body, now=current, tolerance=tolerance)
 
 
 def _digest(secret: str | bytes, body: bytes, timestamp: str) -> str:
@@ -106,12 +132,39 @@ def _digest(secret: str | bytes, body: bytes, timestamp: str) -> str:
     return hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def _task_id(body: bytes) -> int:
+def _parse(body: bytes, *, now: float, tolerance: float) -> TaskHint:
     try:
         payload = json.loads(body)
     except ValueError as exc:
-        raise WebhookMalformed("body is not JSON") from exc
-    task_id = payload.get("task_id") if isinstance(payload, dict) else None
-    if not isinstance(task_id, int) or isinstance(task_id, bool) or task_id <= 0:
-        raise WebhookMalformed("body needs a positive integer task_id")
-    return task_id
+        raise HintInvalid("body is not JSON") from exc
+    if not isinstance(payload, dict):
+        raise HintInvalid("body needs a positive integer task_id")
+    task_id = payload.get("task_id")
+    if not _is_int(task_id) or task_id <= 0:
+        raise HintInvalid("body needs a positive integer task_id")
+    if "security" not in payload:
+        return TaskHint(task_id=task_id)
+    return TaskHint(task_id=task_id, security=_security(payload["security"], now=now, tolerance=tolerance))
+
+
+def _security(value: object, *, now: float, tolerance: float) -> SecuritySummary:
+    if not isinstance(value, dict) or set(value) != _SECURITY_FIELDS:
+        raise HintInvalid(f"security must be an object with exactly {', '.join(sorted(_SECURITY_FIELDS))}")
+    index, warnings, scanned_at = value["hardening_index"], value["warnings"], value["scanned_at"]
+    if not _is_int(index) or not 0 <= index <= 100:
+        raise HintInvalid("security.hardening_index must be an integer from 0 to 100")
+    if not _is_int(warnings) or not 0 <= warnings <= MAX_WARNINGS:
+        raise HintInvalid(f"security.warnings must be an integer from 0 to {MAX_WARNINGS}")
+    if not _is_int(scanned_at):
+        raise HintInvalid("security.scanned_at must be unix seconds (an integer)")
+    if scanned_at > now + tolerance:
+        raise HintInvalid("security.scanned_at lies in the future")
+    if scanned_at < now - MAX_SCAN_AGE_SECONDS:
+        raise HintInvalid("security.scanned_at is too old to belong to this task")
+    return SecuritySummary(
+        hardening_index=index, warnings=warnings, scanned_at=datetime.fromtimestamp(scanned_at, UTC)
+    )
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -148,7 +148,10 @@ def test_gateway_probes_settings_and_secrets(rendered: dict[str, Path], director
     assert config["OPENCSP_HOST"] == "0.0.0.0"  # noqa: S104 (a pod listens on its own address)
     assert config["OPENCSP_PORT"] == "8000"
     assert config["OPENCSP_METRICS_PORT"] == "9464"
-    assert config["OPENCSP_TERRAFORM_NAMESPACE"] == find(docs, "Role")["metadata"]["namespace"]
+    assert (
+        config["OPENCSP_TERRAFORM_NAMESPACE"]
+        == find(docs, "Role", "opencsp-gateway")["metadata"]["namespace"]
+    )
     hpa = find(docs, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {
@@ -215,6 +218,17 @@ def test_role_grants_exactly_what_the_gateway_uses(rendered: dict[str, Path], di
         ),
         ("", "secrets"): ["get"],
     }
+    source = find(docs, "Role", "opencsp-gateway-source")  # doctor's check of the Flux source only
+    config = find(docs, "ConfigMap")["data"]
+    assert source["metadata"]["namespace"] == config["OPENCSP_TERRAFORM_SOURCE_NAMESPACE"]
+    assert source["rules"] == [
+        {
+            "apiGroups": ["source.toolkit.fluxcd.io"],
+            "resources": ["gitrepositories", "ocirepositories"],
+            "resourceNames": [config["OPENCSP_TERRAFORM_SOURCE_NAME"]],
+            "verbs": ["get"],
+        }
+    ]
     binding = find(docs, "RoleBinding", "opencsp-gateway")
     assert binding["metadata"]["namespace"] == role["metadata"]["namespace"] == "opencsp-instances"
     assert binding["roleRef"] == {
@@ -233,7 +247,7 @@ def test_app_and_migration_run_the_same_image(rendered: dict[str, Path], overlay
     app = find(load(rendered[f"kubernetes/overlays/{overlay}"]), "Deployment")
     job = find(load(rendered[f"kubernetes/overlays/{overlay}/migrate"]), "Job")
     assert pod_spec(app)["containers"][0]["image"] == pod_spec(job)["containers"][0]["image"]
-    assert pod_spec(job)["containers"][0]["args"] == ["migrate"]
+    assert pod_spec(job)["containers"][0]["args"] == ["migrate", "--doctor", "--skip", "kubernetes"]
     assert pod_spec(job)["automountServiceAccountToken"] is False
 
 

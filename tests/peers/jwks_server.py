@@ -36,6 +36,7 @@ class JwksServer:
         self.cache_control: str | None = None
         self.status = 200
         self.discovery = True
+        self.discovery_issuer: str | None = None  # None: the true issuer; set to make it lie
         self.gate: asyncio.Event | None = None
         """When set, JWKS responses wait for it: lets a test hold a fetch in flight."""
         self.requests: Counter[str] = Counter()
@@ -74,6 +75,7 @@ class JwksServer:
         self.cache_control = None
         self.status = 200
         self.discovery = True
+        self.discovery_issuer = None
         self.gate = None
         self.requests.clear()
         self.request_seen = asyncio.Event()
@@ -96,7 +98,8 @@ class JwksServer:
         self.requests[DISCOVERY_PATH] += 1
         if not self.discovery:
             return Response("not found", status_code=404)
-        return JSONResponse({"issuer": self.issuer, "jwks_uri": f"{self.issuer}{DISCOVERED_JWKS_PATH}"})
+        issuer = self.discovery_issuer or self.issuer
+        return JSONResponse({"issuer": issuer, "jwks_uri": f"{self.issuer}{DISCOVERED_JWKS_PATH}"})
 
     async def start(self) -> None:
         """Listen (again) on our port; the first start picks a free one."""

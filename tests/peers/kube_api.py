@@ -28,8 +28,10 @@ from tests.peers.kube_store import (
     CRD_PATH,
     DROP,
     END,
+    GIT_REPOSITORIES,
     GONE,
     JSON,
+    OCI_REPOSITORIES,
     RESOURCES,
     SECRETS,
     TERRAFORMS,
@@ -44,7 +46,7 @@ from tests.peers.kube_store import (
 )
 
 __all__ = ["CRD_PATH", "SECRETS", "TERRAFORMS", "TF_FINALIZER", "ApiError", "KubeApiEmulator", "Resource"]
-__all__ += ["load_terraform_schema", "parse_selector"]
+__all__ += ["GIT_REPOSITORIES", "OCI_REPOSITORIES", "load_terraform_schema", "parse_selector"]
 
 ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -52,6 +54,20 @@ _PATH = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>status))?)?$"
 )
+
+
+_DISCOVERY = re.compile(r"^/apis/(?P<group_version>[^/]+/[^/]+)$")
+_VERSION = {
+    "major": "1",
+    "minor": "31",
+    "gitVersion": "v1.31.0+emulated",
+    "gitCommit": "0" * 40,
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.22.5",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
 
 
 class _StreamCut(Exception):
@@ -74,6 +90,10 @@ class KubeApiEmulator(KubeStore):
         super().__init__(terraform_schema=terraform_schema)
         self.gone_as_http = gone_as_http  # answer a too-old watch with HTTP 410 instead of an ERROR event
         self.requests: list[tuple[str, str]] = []
+        # (resource, verb, namespace) a SelfSubjectAccessReview answers "not allowed" for; all else is.
+        self.denied: set[tuple[str, str, str]] = set()
+        # API groups/versions discovery serves; drop one to act as a cluster without that CRD (version).
+        self.served: set[str] = {TERRAFORMS.api_version}
         self._faults: list[_Fault] = []
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -234,6 +254,13 @@ class KubeApiEmulator(KubeStore):
             if fault.remaining > 0 and fault.path == path and fault.method in (None, method):
                 fault.remaining -= 1
                 raise ApiError(fault.code, "InternalError", fault.message)
+        if method == "GET" and path in ("/version", "/version/"):
+            return JSONResponse(_VERSION)
+        if method == "POST" and path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews":
+            return self._access_review(await _json_body(request))
+        discovery = _DISCOVERY.match(path)
+        if method == "GET" and discovery is not None:
+            return self._resource_list(discovery["group_version"])
         m = _PATH.match(path)
         resource = (
             RESOURCES.get(("v1" if m["core"] else f"{m['group']}/{m['version']}", m["plural"])) if m else None
@@ -260,6 +287,60 @@ class KubeApiEmulator(KubeStore):
         elif ns and method == "DELETE" and not sub:
             return JSONResponse(self.delete(resource, ns, name))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
+
+    def _access_review(self, body: JSON) -> Response:
+        """SelfSubjectAccessReview (authorization.k8s.io/v1): the spec back, with `status.allowed`."""
+        if (
+            body.get("kind") != "SelfSubjectAccessReview"
+            or body.get("apiVersion") != "authorization.k8s.io/v1"
+        ):
+            raise ApiError(
+                400, "BadRequest", "the body is not a SelfSubjectAccessReview of authorization.k8s.io/v1"
+            )
+        attributes = (body.get("spec") or {}).get("resourceAttributes") or {}
+        key = (attributes.get("resource", ""), attributes.get("verb", ""), attributes.get("namespace", ""))
+        allowed = key not in self.denied
+        status: JSON = {"allowed": allowed}
+        if not allowed:
+            status["reason"] = "no RBAC policy matched"
+        review = {**body, "metadata": {"creationTimestamp": None}, "status": status}
+        return JSONResponse(review, status_code=201)
+
+    def _resource_list(self, group_version: str) -> Response:
+        """API discovery of one group version: what it serves (the CRDs' served versions)."""
+        if group_version not in self.served:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        resources = [r for r in RESOURCES.values() if r.api_version == group_version and r.group]
+        listed: list[JSON] = []
+        for r in resources:
+            verbs = ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"]
+            listed.append(
+                {
+                    "name": r.plural,
+                    "singularName": r.kind.lower(),
+                    "namespaced": True,
+                    "kind": r.kind,
+                    "verbs": verbs,
+                }
+            )
+            if r.has_status:
+                listed.append(
+                    {
+                        "name": f"{r.plural}/status",
+                        "singularName": "",
+                        "namespaced": True,
+                        "kind": r.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
+        return JSONResponse(
+            {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": group_version,
+                "resources": listed,
+            }
+        )
 
     def _open_watch(
         self, resource: Resource, namespace: str | None, params: Mapping[str, str]

@@ -53,7 +53,10 @@ class Resource:
 
 TERRAFORMS = Resource("infra.contrib.fluxcd.io", "v1alpha2", "terraforms", "Terraform", has_status=True)
 SECRETS = Resource("", "v1", "secrets", "Secret", has_status=False)
-RESOURCES = {(r.api_version, r.plural): r for r in (TERRAFORMS, SECRETS)}
+# Flux's source objects a Terraform object builds from (what `doctor` looks for); stored as given.
+GIT_REPOSITORIES = Resource("source.toolkit.fluxcd.io", "v1", "gitrepositories", "GitRepository", True)
+OCI_REPOSITORIES = Resource("source.toolkit.fluxcd.io", "v1beta2", "ocirepositories", "OCIRepository", True)
+RESOURCES = {(r.api_version, r.plural): r for r in (TERRAFORMS, SECRETS, GIT_REPOSITORIES, OCI_REPOSITORIES)}
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _MODIFIED = "the object has been modified; please apply your changes to the latest version and try again"
 

@@ -33,7 +33,7 @@ import uvicorn
 import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 SPEC_ENV = "OPENCSP_SEMAPHORE_SPEC"
@@ -200,6 +200,14 @@ class SemaphoreEmulator:
                 Route(
                     "/api/project/{project_id:int}/tasks/{task_id:int}/output", self._output, methods=["GET"]
                 ),
+                # What `opencsp-gateway doctor` reads: the liveness probe, the project and its template.
+                Route("/api/ping", self._ping, methods=["GET"]),
+                Route("/api/project/{project_id:int}/", self._project, methods=["GET"]),
+                Route(
+                    "/api/project/{project_id:int}/templates/{template_id:int}",
+                    self._template,
+                    methods=["GET"],
+                ),
             ]
         )
 
@@ -333,6 +341,32 @@ class SemaphoreEmulator:
 
     async def _output(self, request: Request) -> Response:
         return await self._handle(request, "output")
+
+    async def _ping(self, request: Request) -> Response:
+        self.requests.append(RecordedRequest("GET", request.url.path, "ping", {}, b"", status=200))
+        return PlainTextResponse("pong")
+
+    async def _project(self, request: Request) -> Response:
+        return await self._handle(request, "project")
+
+    async def _template(self, request: Request) -> Response:
+        return await self._handle(request, "template")
+
+    async def _do_project(self, request: Request, record: RecordedRequest) -> Response:
+        project_id = request.path_params["project_id"]
+        return JSONResponse({"id": project_id, "name": f"project {project_id}", "alert": False})
+
+    async def _do_template(self, request: Request, record: RecordedRequest) -> Response:
+        project_id, template_id = request.path_params["project_id"], request.path_params["template_id"]
+        if template_id not in self.projects[project_id]:
+            return _error(404, "template not found")
+        template = {
+            "id": template_id,
+            "project_id": project_id,
+            "name": "instance",
+            "playbook": "instance.yml",
+        }
+        return JSONResponse(template)
 
     async def _do_start(self, request: Request, record: RecordedRequest) -> Response:
         project_id = request.path_params["project_id"]

@@ -57,6 +57,14 @@ async def test_responses_follow_the_spec(semaphore: SemaphoreEmulator, client: S
                 200,
                 await http.get(f"/project/1/tasks/{started.id}/output", headers=headers),
             ),
+            # What `opencsp-gateway doctor` reads.
+            ("get", "/project/{project_id}/", 200, await http.get("/project/1/", headers=headers)),
+            (
+                "get",
+                "/project/{project_id}/templates/{template_id}",
+                200,
+                await http.get("/project/1/templates/7", headers=headers),
+            ),
         ]
     for method, path, status, response in checks:
         assert response.status_code == status, (method, path)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 
 from services.semaphore.webhook import (
+    MAX_SCAN_AGE_SECONDS,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    HintInvalid,
+    SecuritySummary,
     TaskHint,
     WebhookError,
     WebhookMalformed,
@@ -148,3 +155,58 @@ def test_errors_share_a_base_with_reasons() -> None:
 def test_empty_secret_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="secret"):
         verify_hint("", BODY, str(NOW), sign("x", BODY, NOW), now=NOW)
+
+
+def _with_security(security: Any) -> bytes:
+    return json.dumps({"task_id": 42, "security": security}).encode()
+
+
+def test_a_security_summary_travels_with_the_task_id() -> None:
+    body = _with_security({"hardening_index": 0, "warnings": 0, "scanned_at": NOW - 60})
+    assert verify(body=body, sig=sign(SECRET, body, NOW)) == TaskHint(
+        task_id=42,
+        security=SecuritySummary(
+            hardening_index=0, warnings=0, scanned_at=datetime.fromtimestamp(NOW - 60, UTC)
+        ),
+    )
+
+
+def _valid(**changes: Any) -> dict[str, Any]:
+    return {"hardening_index": 100, "warnings": 7, "scanned_at": NOW, **changes}
+
+
+@pytest.mark.parametrize(
+    "security",
+    [
+        None,
+        [],
+        "x",
+        {},
+        _valid(hardening_index=101),
+        _valid(hardening_index=-1),
+        _valid(hardening_index=50.0),
+        _valid(hardening_index="50"),
+        _valid(hardening_index=True),
+        _valid(warnings=-1),
+        _valid(warnings=10**9),
+        _valid(warnings=None),
+        _valid(scanned_at=NOW + 301),
+        _valid(scanned_at=NOW - MAX_SCAN_AGE_SECONDS - 1),
+        _valid(scanned_at=float(NOW)),
+        _valid(scanned_at="2026-12-02T07:00:00Z"),
+        {**_valid(), "extra": 1},
+        {"hardening_index": 1, "warnings": 1},
+    ],
+    ids=lambda value: json.dumps(value)[:50],
+)
+def test_a_malformed_security_summary_makes_the_whole_hint_malformed(security: Any) -> None:
+    body = _with_security(security)
+    with pytest.raises(HintInvalid, match="security"):
+        verify(body=body, sig=sign(SECRET, body, NOW))
+
+
+@pytest.mark.parametrize("scanned_at", [NOW + 300, NOW - MAX_SCAN_AGE_SECONDS])
+def test_scan_times_at_the_edges_pass(scanned_at: int) -> None:
+    body = _with_security(_valid(scanned_at=scanned_at))
+    hint = verify(body=body, sig=sign(SECRET, body, NOW))
+    assert hint.security is not None
