@@ -27,10 +27,11 @@ class Loaders:
     instance: DataLoader[uuid.UUID, InstanceRecord | None]
     newest_events: DataLoader[uuid.UUID, list[InstanceEventRecord]]
     oldest_events: DataLoader[uuid.UUID, list[InstanceEventRecord]]
+    labels: DataLoader[uuid.UUID, dict[str, str]]
 
     def forget(self, instance_id: uuid.UUID) -> None:
         """Drop what was read for one instance: a socket's loaders outlive one change of it."""
-        for loader in (self.instance, self.newest_events, self.oldest_events):
+        for loader in (self.instance, self.newest_events, self.oldest_events, self.labels):
             with contextlib.suppress(KeyError):  # Strawberry's clear() raises for a key never loaded
                 loader.clear(instance_id)
 
@@ -47,7 +48,12 @@ class Loaders:
             found = await services.instances.events(ids, limit=EVENTS_PER_INSTANCE, newest=False)
             return [found[i] for i in ids]
 
+        async def load_labels(ids: list[uuid.UUID]) -> list[dict[str, str]]:
+            found = await services.instances.labels(ids)
+            return [found[i] for i in ids]
+
         return cls(
+            labels=DataLoader(load_labels),
             instance=DataLoader(load_instances),
             newest_events=DataLoader(load_newest),
             oldest_events=DataLoader(load_oldest),
