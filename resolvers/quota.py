@@ -17,7 +17,7 @@ async def resolve_quota(info: strawberry.Info[Context, None]) -> QuotaType:
     return QuotaType.from_usage(usage)
 
 
-async def resolve_org_quota(info: strawberry.Info[Context, None]) -> QuotaType:
+async def resolve_org_quota(info: strawberry.Info[Context, None]) -> QuotaType | None:
     principal = info.context.principal
     assert principal is not None, "`orgQuota` is reached only with a verified token"
     lifecycle = info.context.services.lifecycle

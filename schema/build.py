@@ -76,9 +76,10 @@ class Query:
         resolver=resolve_quota,
         description="Your own instances in your org against the per-user quota, as a create counts them.",
     )
-    org_quota: QuotaType = strawberry.field(
+    org_quota: QuotaType | None = strawberry.field(
         resolver=resolve_org_quota,
-        description="Every instance of your org against the per-org quota, as a create counts them.",
+        description="Every instance of your org against the per-org quota, as a create counts them "
+        "(null with a FORBIDDEN error without quota:read:org).",
         directives=requires(QUOTA_READ_ORG),
     )
 
