@@ -9,8 +9,10 @@ import strawberry
 
 from schema.context import Context
 from schema.errors import BadUserInput
-from schema.types import Instance, InstanceConnection, InstanceFilterInput
+from schema.types import Instance, InstanceConnection, InstanceFilterInput, InstanceOrderInput
 from services.instances.cursor import InvalidCursor
+from services.instances.labels import LabelFilterError, parse_label_filter
+from services.instances.ordering import NEWEST_FIRST, Order
 from services.instances.reading import InstanceFilter
 
 
@@ -36,20 +38,30 @@ async def resolve_instances(
         int | None, strawberry.argument(description="Page size: 20 when omitted, at most 100.")
     ] = None,
     after: Annotated[str | None, strawberry.argument(description="endCursor of the previous page.")] = None,
+    order_by: Annotated[
+        InstanceOrderInput | None,
+        strawberry.argument(description="Newest first when omitted; a cursor only works with its own order."),
+    ] = None,
 ) -> InstanceConnection:
     limits = info.context.services.page_limits
     if first is not None and first < 0:
         raise BadUserInput("first must not be negative")
     size = min(limits.default if first is None else first, limits.maximum)
     wanted = filter or InstanceFilterInput()
+    try:
+        labels = parse_label_filter(wanted.labels or ())
+    except LabelFilterError as exc:
+        raise BadUserInput(str(exc)) from None
     service_filter = InstanceFilter(
         statuses=frozenset(wanted.status or ()),
         name_contains=wanted.name_contains or None,
         include_deleted=wanted.include_deleted,
+        labels=labels,
     )
+    order = Order(order_by.field, order_by.direction) if order_by else NEWEST_FIRST
     try:
         page = await info.context.services.instances.page(
-            info.context.visibility, service_filter, first=size, after=after
+            info.context.visibility, service_filter, first=size, after=after, order=order
         )
     except InvalidCursor as exc:
         raise BadUserInput(str(exc)) from None

@@ -1,4 +1,4 @@
-"""Create, delete, retry, sync: each one lifecycle call; failures of policy come back as userErrors."""
+"""Create, delete, retry, label, sync: each one lifecycle call; failures of policy come back as userErrors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import strawberry
 
 from resolvers.instances import parse_id
 from schema.context import Context
-from schema.types import CreateInstanceInput, Instance, InstancePayload, SyncReport, UserError
+from schema.types import CreateInstanceInput, Instance, InstancePayload, LabelInput, SyncReport, UserError
 from services.auth.principal import Principal
 from services.instances.lifecycle import NOT_FOUND, ActionResult
 from services.instances.policy import CreateRequest
@@ -39,6 +39,7 @@ async def create_instance(
         ssh_public_key=input.ssh_public_key,
         description=input.description,
         idempotency_key=input.idempotency_key,
+        labels=tuple((label.key, label.value) for label in input.labels or ()),
     )
     return _payload(await info.context.services.lifecycle.create(_principal(info), request))
 
@@ -55,6 +56,16 @@ async def retry_instance(info: strawberry.Info[Context, None], id: strawberry.ID
     if instance_id is None:
         return _not_found()
     return _payload(await info.context.services.lifecycle.retry(_principal(info), instance_id))
+
+
+async def set_instance_labels(
+    info: strawberry.Info[Context, None], id: strawberry.ID, labels: list[LabelInput]
+) -> InstancePayload:
+    instance_id = parse_id(id)
+    if instance_id is None:
+        return _not_found()
+    pairs = tuple((label.key, label.value) for label in labels)
+    return _payload(await info.context.services.lifecycle.set_labels(_principal(info), instance_id, pairs))
 
 
 async def sync_instances(info: strawberry.Info[Context, None]) -> SyncReport:

@@ -21,7 +21,14 @@ from strawberry.types.graphql import OperationType
 from resolvers.catalog import resolve_catalog
 from resolvers.instances import resolve_instance, resolve_instances
 from resolvers.me import resolve_me
-from resolvers.mutations import create_instance, delete_instance, retry_instance, sync_instances
+from resolvers.mutations import (
+    create_instance,
+    delete_instance,
+    retry_instance,
+    set_instance_labels,
+    sync_instances,
+)
+from resolvers.quota import resolve_org_quota, resolve_quota
 from resolvers.sessions import revoke_sessions
 from resolvers.subscriptions import instance_status_changed, instance_status_changes
 from schema.active_token import ActiveTokenForWrites
@@ -38,6 +45,7 @@ from schema.types import (
     InstanceConnection,
     InstancePayload,
     Me,
+    QuotaType,
     SyncReport,
 )
 from services.auth.permissions import (
@@ -45,7 +53,9 @@ from services.auth.permissions import (
     ADMIN_SYNC,
     INSTANCE_CREATE,
     INSTANCE_DELETE,
+    INSTANCE_LABEL,
     INSTANCE_RETRY,
+    QUOTA_READ_ORG,
 )
 
 
@@ -62,6 +72,16 @@ class Query:
         resolver=resolve_catalog, description="Flavors and images that may be ordered."
     )
     me: Me = strawberry.field(resolver=resolve_me, description="Who you are and what you may do.")
+    quota: QuotaType = strawberry.field(
+        resolver=resolve_quota,
+        description="Your own instances in your org against the per-user quota, as a create counts them.",
+    )
+    org_quota: QuotaType | None = strawberry.field(
+        resolver=resolve_org_quota,
+        description="Every instance of your org against the per-org quota, as a create counts them "
+        "(null with a FORBIDDEN error without quota:read:org).",
+        directives=requires(QUOTA_READ_ORG),
+    )
 
 
 @strawberry.type
@@ -80,6 +100,12 @@ class Mutation:
         resolver=retry_instance,
         description="Try a FAILED instance again from the phase that failed.",
         directives=requires(INSTANCE_RETRY),
+    )
+    set_instance_labels: InstancePayload = strawberry.mutation(
+        resolver=set_instance_labels,
+        description="Replace an instance's labels (yours; any of your org's with instance:label:org); they "
+        "are copied onto its Terraform object as label.opencsp.io/<key>.",
+        directives=requires(INSTANCE_LABEL),
     )
     sync_instances: SyncReport = strawberry.mutation(
         resolver=sync_instances,

@@ -29,10 +29,11 @@ class Loaders:
     newest_events: DataLoader[uuid.UUID, list[InstanceEventRecord]]
     oldest_events: DataLoader[uuid.UUID, list[InstanceEventRecord]]
     security: DataLoader[uuid.UUID, SecurityRecord | None]
+    labels: DataLoader[uuid.UUID, dict[str, str]]
 
     def forget(self, instance_id: uuid.UUID) -> None:
         """Drop what was read for one instance: a socket's loaders outlive one change of it."""
-        for loader in (self.instance, self.newest_events, self.oldest_events, self.security):
+        for loader in (self.instance, self.newest_events, self.oldest_events, self.security, self.labels):
             with contextlib.suppress(KeyError):  # Strawberry's clear() raises for a key never loaded
                 loader.clear(instance_id)
 
@@ -53,7 +54,12 @@ class Loaders:
             found = await services.security.of(ids) if services.security is not None else {}
             return [found.get(i) for i in ids]
 
+        async def load_labels(ids: list[uuid.UUID]) -> list[dict[str, str]]:
+            found = await services.instances.labels(ids)
+            return [found[i] for i in ids]
+
         return cls(
+            labels=DataLoader(load_labels),
             instance=DataLoader(load_instances),
             newest_events=DataLoader(load_newest),
             oldest_events=DataLoader(load_oldest),

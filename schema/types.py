@@ -21,6 +21,8 @@ from schema.permissions import requires
 from services.auth.permissions import INSTANCE_READ_INTERNALS, INSTANCE_READ_NETWORK
 from services.catalog import Catalog, Flavor, Image
 from services.instances.internals import PeerUnavailable
+from services.instances.ordering import OrderDirection, OrderField
+from services.instances.quota_usage import Measure, QuotaUsage
 from services.instances.reading import Page
 from services.instances.reasons import public_reason, sentence
 from services.instances.records import InstanceEventRecord, InstanceRecord
@@ -32,6 +34,9 @@ strawberry.enum(
     name="InstanceStatus",
     description="Where an instance is in its lifecycle; ACTIVE, FAILED and DELETED are final until acted on.",
 )
+
+strawberry.enum(OrderField, name="InstanceOrderField", description="What a list of instances is sorted by.")
+strawberry.enum(OrderDirection, name="OrderDirection", description="Ascending or descending.")
 
 DEFAULT_EVENTS = 20
 
@@ -181,6 +186,11 @@ class Instance:
     version: int
     record: strawberry.Private[InstanceRecord]
 
+    @strawberry.field(description="The instance's labels, sorted by key.")
+    async def labels(self, info: strawberry.Info[Context, None]) -> list[Label]:
+        found = await info.context.loaders.labels.load(self.record.id)
+        return [Label(key=key, value=value) for key, value in sorted(found.items())]
+
     @strawberry.field(
         description="The instance's Terraform object as the cluster reports it.",
         directives=requires(INSTANCE_READ_INTERNALS),
@@ -295,12 +305,14 @@ class PageInfo:
 class InstanceEdge:
     node: Instance
 
-    @strawberry.field(description="Pass as `after` to read the page that follows this edge.")
+    page: strawberry.Private[Page]
+
+    @strawberry.field(description="Pass as `after` (with the same orderBy) to read the page that follows.")
     def cursor(self) -> str:
-        return Page.cursor(self.node.record)
+        return self.page.cursor(self.node.record)
 
 
-@strawberry.type(description="A page of instances, newest first.")
+@strawberry.type(description="A page of instances, newest first unless orderBy says otherwise.")
 class InstanceConnection:
     edges: list[InstanceEdge]
     page_info: PageInfo
@@ -313,13 +325,65 @@ class InstanceConnection:
     def from_page(cls, page: Page) -> InstanceConnection:
         items = page.items
         return cls(
-            edges=[InstanceEdge(node=Instance.from_record(item)) for item in items],
+            edges=[InstanceEdge(node=Instance.from_record(item), page=page) for item in items],
             page_info=PageInfo(
                 has_next_page=page.has_next_page,
                 has_previous_page=page.has_previous_page,
                 start_cursor=page.cursor(items[0]) if items else None,
                 end_cursor=page.cursor(items[-1]) if items else None,
             ),
+        )
+
+
+@strawberry.type(description="A label: a Kubernetes label name without a prefix, and its value.")
+class Label:
+    key: str
+    value: str
+
+
+@strawberry.input(name="LabelInput", description="A label to set: key and value by Kubernetes label syntax.")
+class LabelInput:
+    key: str = strawberry.field(
+        description="At most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or "
+        "digit; no prefix (the gateway prefixes it on the cluster)."
+    )
+    value: str = strawberry.field(
+        description="Empty, or at most 63 letters, digits, '-', '_' or '.', starting and ending with one."
+    )
+
+
+@strawberry.input(name="InstanceOrder", description="How to sort a list of instances; the id breaks ties.")
+class InstanceOrderInput:
+    field: OrderField
+    direction: OrderDirection = OrderDirection.DESC
+
+
+@strawberry.type(name="QuotaUsage", description="How much of one quota is used.")
+class QuotaUsageType:
+    used: int
+    limit: int
+
+    @classmethod
+    def from_measure(cls, measure: Measure) -> QuotaUsageType:
+        return cls(used=measure.used, limit=measure.limit)
+
+
+@strawberry.type(
+    name="Quota",
+    description="Usage against a quota, counted as the create's quota check counts it: instances that are "
+    "not DELETED.",
+)
+class QuotaType:
+    instances: QuotaUsageType
+    cpu: QuotaUsageType
+    memory_mib: QuotaUsageType
+
+    @classmethod
+    def from_usage(cls, usage: QuotaUsage) -> QuotaType:
+        return cls(
+            instances=QuotaUsageType.from_measure(usage.instances),
+            cpu=QuotaUsageType.from_measure(usage.cpu),
+            memory_mib=QuotaUsageType.from_measure(usage.memory_mib),
         )
 
 
@@ -331,6 +395,11 @@ class InstanceFilterInput:
     name_contains: str | None = None
     include_deleted: bool = strawberry.field(
         default=True, description="Whether DELETED instances are listed when no status is given."
+    )
+    labels: list[str] | None = strawberry.field(
+        default=None,
+        description="Kubernetes label selector requirements, all of which must hold: `env=prod`, "
+        "`env==prod`, `tier!=db`, `team`, `!team`, `env in (a,b)`, `env notin (a)`.",
     )
 
 
@@ -357,6 +426,7 @@ class CreateInstanceInput:
     idempotency_key: str | None = strawberry.field(
         default=None, description="Send the same key again to get the first result, never a second instance."
     )
+    labels: list[LabelInput] | None = strawberry.field(default=None, description="At most 64, keys unique.")
 
 
 @strawberry.type(description="What an admin sync found and fixed.")

@@ -119,6 +119,8 @@ class InstanceRow(Base):
             postgresql_where=text("status != 'DELETED'"),
         ),
         Index("uq_instances_owner_sub_idempotency_key", "owner_sub", "idempotency_key", unique=True),
+        # orderBy NAME walks this index as CREATED_AT walks ix_instances_created_at_id.
+        Index("ix_instances_name_id", "name", "id"),
     )
 
 
@@ -142,6 +144,25 @@ class InstanceEventRow(Base):
     version: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_instance_events_instance_id_at", "instance_id", "at", "id"),)
+
+
+class InstanceLabelRow(Base):
+    """The `instance_labels` table: one row per label of an instance.
+
+    A child table rather than a JSON column, so every selector operator (=, !=, in, notin, exists, !)
+    is a plain EXISTS / NOT EXISTS on indexed columns, written once for SQLite and PostgreSQL alike."""
+
+    __tablename__ = "instance_labels"
+
+    instance_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[str] = mapped_column(String(63))
+
+    # The primary key (instance_id, key) serves a requirement's lookup per instance; this one serves
+    # a selective `key=value` over many instances.
+    __table_args__ = (Index("ix_instance_labels_key_value", "key", "value"),)
 
 
 class SessionRevocation(Base):

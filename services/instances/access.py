@@ -5,6 +5,8 @@ from __future__ import annotations
 from services.auth.permissions import (
     INSTANCE_DELETE,
     INSTANCE_DELETE_ORG,
+    INSTANCE_LABEL,
+    INSTANCE_LABEL_ORG,
     INSTANCE_READ,
     INSTANCE_READ_ORG,
     INSTANCE_RETRY,
@@ -41,3 +43,14 @@ def may_delete(principal: Principal, instance: InstanceRecord) -> bool:
 
 def may_retry(principal: Principal, instance: InstanceRecord) -> bool:
     return principal.has(INSTANCE_RETRY, instance.org_id)
+
+
+def may_label(principal: Principal, instance: InstanceRecord) -> bool:
+    """As for delete: one's own with `instance:label`, any of the org's with `instance:label:org`."""
+    if principal.has(INSTANCE_LABEL_ORG, instance.org_id):
+        return True
+    return (
+        instance.owner_sub == principal.sub
+        and instance.org_id == principal.org_id
+        and principal.has(INSTANCE_LABEL, instance.org_id)
+    )

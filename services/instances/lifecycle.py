@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from services.auth.principal import Principal
 from services.catalog import Catalog
-from services.instances.access import may_delete, may_retry, visibility_of
+from services.instances.access import may_delete, may_label, may_retry, visibility_of
 from services.instances.configuration import Configuration
-from services.instances.policy import CreateRequest, UserError, validate_create
+from services.instances.policy import CreateRequest, UserError, labels_errors, validate_create
 from services.instances.ports import Cluster
 from services.instances.provisioning import Provisioning
 from services.instances.reasons import CONFIGURATION_REASONS, DELETE_REQUESTED, RETRY_REQUESTED
@@ -23,7 +23,15 @@ from services.instances.states import (
     START_DELETING,
     InstanceStatus,
 )
-from services.instances.store import Inserted, InstanceStore, NameTaken, NewInstance, Quota, QuotaExceeded
+from services.instances.store import (
+    CAS_ATTEMPTS,
+    Inserted,
+    InstanceStore,
+    NameTaken,
+    NewInstance,
+    Quota,
+    QuotaExceeded,
+)
 from services.kubernetes.errors import ClusterError
 from services.kubernetes.terraform_object import instance_id_of
 from services.kubernetes.watch import WatchHealth, watch_terraforms
@@ -101,7 +109,11 @@ class Lifecycle:
             terraform_namespace=self.provisioning.namespace,
         )
         result = await self.store.insert(
-            new, actor=principal.sub, user_quota=self.quotas.user, org_quota=self.quotas.org
+            new,
+            actor=principal.sub,
+            user_quota=self.quotas.user,
+            org_quota=self.quotas.org,
+            labels=dict(request.labels),
         )
         if isinstance(result, QuotaExceeded):
             unit = {"instances": "instances", "cpu": "vCPUs", "memory": "MiB of memory"}[result.resource]
@@ -177,6 +189,41 @@ class Lifecycle:
         elif retried is not None:
             await self._reprovision(retried)
         return ActionResult(await self.store.get(instance_id))
+
+    async def set_labels(
+        self, principal: Principal, instance_id: uuid.UUID, labels: tuple[tuple[str, str], ...]
+    ) -> ActionResult:
+        """Replace the instance's labels as a whole, then copy them onto its Terraform object. The
+        database is the truth (filters read it); a cluster that cannot be patched now is logged, and the
+        next setInstanceLabels patches against what the object then carries."""
+        record = await self._visible(principal, instance_id)
+        if record is None:
+            return ActionResult(errors=[NOT_FOUND])
+        if not may_label(principal, record):
+            return ActionResult(errors=[UserError("id", "you may not label this instance", "FORBIDDEN")])
+        errors = labels_errors(labels)
+        if errors:
+            return ActionResult(record, errors)
+        wanted = dict(labels)
+        for _ in range(CAS_ATTEMPTS):
+            if record.status is InstanceStatus.DELETED:
+                return ActionResult(
+                    record, [UserError("id", "a deleted instance cannot be labelled", "ALREADY_DELETED")]
+                )
+            changed = await self.store.replace_labels(instance_id, wanted, expected_version=record.version)
+            if changed is not None:
+                try:
+                    await self.provisioning.relabel(changed, wanted)
+                except ClusterError as error:
+                    logger.warning(
+                        "copying the labels of %s onto its Terraform object: %s", instance_id, error
+                    )
+                return ActionResult(changed)
+            current = await self.store.get(instance_id)
+            if current is None:
+                return ActionResult(errors=[NOT_FOUND])
+            record = current
+        return ActionResult(record, [UserError("id", "the instance kept changing; try again", "CONFLICT")])
 
     # -- what keeps it honest -----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from services.catalog import Catalog, Flavor, Image
+from services.instances.labels import label_problems
 from services.instances.ssh_keys import InvalidSshKey, SshPublicKey, parse_ssh_public_key
 
 # Always `fullmatch`: with `match`, `$` also matches before a final newline ("web-1\n").
@@ -30,6 +31,7 @@ class CreateRequest:
     ssh_public_key: str | None = None
     description: str | None = None
     idempotency_key: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()  # (key, value), as given: duplicates are an error
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +81,15 @@ def validate_create(request: CreateRequest, catalog: Catalog) -> ValidCreate | l
                 "idempotencyKey", f"must be 1-{MAX_IDEMPOTENCY_KEY} printable characters", "INVALID_KEY"
             )
         )
+    errors.extend(labels_errors(request.labels))
     if errors or flavor is None or image is None:
         return errors
     return ValidCreate(request, flavor, image, ssh_key)
+
+
+def labels_errors(labels: tuple[tuple[str, str], ...]) -> list[UserError]:
+    """Kubernetes label syntax and limits (`services.instances.labels`), as userErrors on `labels`."""
+    return [UserError("labels", message, code) for code, message in label_problems(labels)]
 
 
 def _description_errors(description: str) -> list[UserError]:

@@ -18,6 +18,7 @@ from services.auth.principal import SYSTEM
 from services.catalog import Catalog
 from services.instances import reasons
 from services.instances.configuration import Configuration
+from services.instances.labels import OBJECT_LABEL_PREFIX, object_labels
 from services.instances.ports import Cluster
 from services.instances.records import InstanceRecord
 from services.instances.states import (
@@ -83,7 +84,7 @@ class Provisioning:
         """The Terraform object's name, known before the object exists (it derives from the id)."""
         return terraform_object_name(instance_id)
 
-    def object_for(self, record: InstanceRecord) -> dict[str, Any]:
+    def object_for(self, record: InstanceRecord, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
         image = self._catalog.image(record.image)
         return build_terraform_object(
             TerraformSpec(
@@ -101,6 +102,7 @@ class Provisioning:
                 vars_from_secret=self._settings.vars_secret,
                 ssh_public_key=record.ssh_public_key,
                 interval=self._settings.interval,
+                extra_labels=tuple(sorted(object_labels(labels or {}).items())),
             )
         )
 
@@ -108,7 +110,8 @@ class Provisioning:
         """Create the object (idempotent by name). A cluster outage leaves the instance PENDING for the
         reconciler; an object the API refuses outright fails the instance, since retrying cannot help."""
         try:
-            return await self._cluster.create(self.object_for(record))
+            labels = await self._store.labels(record.id)
+            return await self._cluster.create(self.object_for(record, labels))
         except REFUSED as error:
             await self._store.transition(
                 record.id,
@@ -130,6 +133,21 @@ class Provisioning:
         await self._cluster.delete(namespace, name)
         if await self._cluster.get(namespace, name) is None:
             await self.object_gone(record)
+
+    async def relabel(self, record: InstanceRecord, labels: Mapping[str, str]) -> None:
+        """Make the object's copy of the user's labels `labels`, with one merge patch against what the
+        object carries now (so an earlier patch that failed is repaired too). No object yet: nothing to
+        do, `ensure_object` reads the labels when it creates one."""
+        obj = await self.fetch(record)
+        if obj is None:
+            return
+        carried = (obj.get("metadata") or {}).get("labels") or {}
+        old = {k: v for k, v in carried.items() if isinstance(k, str) and k.startswith(OBJECT_LABEL_PREFIX)}
+        new = object_labels(labels)
+        patch: dict[str, str | None] = {key: None for key in old.keys() - new.keys()}
+        patch |= {key: value for key, value in new.items() if old.get(key) != value}
+        if patch:
+            await self._cluster.patch_labels(self._namespace_of(record), self._name_of(record), patch)
 
     async def request_reconcile(self, record: InstanceRecord) -> None:
         await self._cluster.request_reconcile(self._namespace_of(record), self._name_of(record))

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.db.models import InstanceEventRow, InstanceRow
-from services.instances.cursor import decode_cursor, encode_cursor
+from services.db.models import InstanceEventRow, InstanceLabelRow, InstanceRow
+from services.instances.cursor import SortKey, decode_cursor, encode_cursor
+from services.instances.labels import LabelFilterError
+from services.instances.ordering import NEWEST_FIRST, Order, OrderDirection, OrderField
 from services.instances.records import InstanceEventRecord, InstanceRecord
 from services.instances.states import LIVE_STATUSES, InstanceStatus
 from services.instances.visibility import Visibility
+from services.kubernetes.object_rules import Requirement
 
 INSTANCE_COLUMNS = [getattr(InstanceRow, name) for name in InstanceRecord.__slots__]
 EVENT_COLUMNS = [getattr(InstanceEventRow, name) for name in InstanceEventRecord.__slots__]
@@ -24,6 +27,7 @@ class InstanceFilter:
     statuses: frozenset[InstanceStatus] = frozenset()
     name_contains: str | None = None
     include_deleted: bool = True
+    labels: tuple[Requirement, ...] = ()  # all must hold (`services.instances.labels`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +35,15 @@ class Page:
     items: Sequence[InstanceRecord]
     has_next_page: bool
     has_previous_page: bool
+    order: Order = field(default=NEWEST_FIRST)
 
-    @staticmethod
-    def cursor(item: InstanceRecord) -> str:
+    def cursor(self, item: InstanceRecord) -> str:
         """Made only when asked for: most pages are read through `nodes`, without cursors."""
-        return encode_cursor(item.created_at, item.id)
+        return encode_cursor(self.order, sort_key(item, self.order), item.id)
+
+
+def sort_key(item: InstanceRecord, order: Order) -> SortKey:
+    return item.name if order.field is OrderField.NAME else item.created_at
 
 
 class InstanceReader:
@@ -59,8 +67,9 @@ class InstanceReader:
         *,
         first: int,
         after: str | None = None,
+        order: Order = NEWEST_FIRST,
     ) -> Page:
-        """Newest first; fetch one extra row to learn whether another page follows."""
+        """In `order`, the id breaking ties; fetch one extra row to learn whether another page follows."""
         query: Select[tuple[object, ...]] = select(*INSTANCE_COLUMNS).where(visibility.clause())
         if instance_filter.statuses:
             query = query.where(InstanceRow.status.in_(sorted(instance_filter.statuses)))
@@ -70,23 +79,44 @@ class InstanceReader:
             needle = instance_filter.name_contains.lower().replace("\\", "\\\\")
             needle = needle.replace("%", "\\%").replace("_", "\\_")
             query = query.where(func.lower(InstanceRow.name).like(f"%{needle}%", escape="\\"))
+        for requirement in instance_filter.labels:
+            query = query.where(label_clause(requirement))
+        column = InstanceRow.name if order.field is OrderField.NAME else InstanceRow.created_at
+        descending = order.direction is OrderDirection.DESC
         if after is not None:
-            created_at, instance_id = decode_cursor(after)
-            # The expanded form of (created_at, id) < (:t, :id), which SQLite's planner serves from the index.
-            query = query.where(
-                or_(
-                    InstanceRow.created_at < created_at,
-                    and_(InstanceRow.created_at == created_at, InstanceRow.id < instance_id),
-                )
-            )
-        query = query.order_by(InstanceRow.created_at.desc(), InstanceRow.id.desc()).limit(first + 1)
+            key, instance_id = decode_cursor(after, order)
+            # The expanded form of (key, id) < (:k, :id) (> ascending), which SQLite's planner serves
+            # from the index.
+            if descending:
+                query = query.where(or_(column < key, and_(column == key, InstanceRow.id < instance_id)))
+            else:
+                query = query.where(or_(column > key, and_(column == key, InstanceRow.id > instance_id)))
+        if descending:
+            query = query.order_by(column.desc(), InstanceRow.id.desc())
+        else:
+            query = query.order_by(column.asc(), InstanceRow.id.asc())
         async with self._sessions() as session:
-            rows = (await session.execute(query)).all()
+            rows = (await session.execute(query.limit(first + 1))).all()
         return Page(
             items=[InstanceRecord.from_row(row) for row in rows[:first]],
             has_next_page=len(rows) > first,
             has_previous_page=after is not None,
+            order=order,
         )
+
+    async def labels(self, instance_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
+        """The labels of many instances in one query (the DataLoader's batch). Callers pass only ids
+        they may see (instances already read through their Visibility)."""
+        result: dict[uuid.UUID, dict[str, str]] = {i: {} for i in instance_ids}
+        if not instance_ids:
+            return result
+        query = select(InstanceLabelRow.instance_id, InstanceLabelRow.key, InstanceLabelRow.value).where(
+            InstanceLabelRow.instance_id.in_(set(instance_ids))
+        )
+        async with self._sessions() as session:
+            for instance_id, key, value in (await session.execute(query)).all():
+                result[instance_id][key] = value
+        return result
 
     async def events(
         self, instance_ids: Sequence[uuid.UUID], *, limit: int, newest: bool = True
@@ -114,3 +144,22 @@ class InstanceReader:
             for row in (await session.execute(query)).mappings():
                 result[row["instance_id"]].append(InstanceEventRecord.from_mapping(row))
         return result
+
+
+def label_clause(requirement: Requirement) -> ColumnElement[bool]:
+    """The requirement as a condition on `instances` rows, with Kubernetes semantics: `!=` and `notin`
+    also hold for an instance without the key."""
+    same_instance = InstanceLabelRow.instance_id == InstanceRow.id
+    has_key = and_(same_instance, InstanceLabelRow.key == requirement.key)
+    if requirement.operator == "exists":
+        return exists(select(InstanceLabelRow.key).where(has_key))
+    if requirement.operator == "!":
+        return not_(exists(select(InstanceLabelRow.key).where(has_key)))
+    matching = exists(
+        select(InstanceLabelRow.key).where(has_key, InstanceLabelRow.value.in_(sorted(requirement.values)))
+    )
+    if requirement.operator in ("=", "==", "in"):
+        return matching
+    if requirement.operator in ("!=", "notin"):
+        return not_(matching)
+    raise LabelFilterError(f"unsupported label operator {requirement.operator}")

@@ -15,12 +15,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.db.engine import serialized_transaction
-from services.db.models import InstanceEventRow, InstanceRow, utcnow
+from services.db.models import InstanceEventRow, InstanceLabelRow, InstanceRow, utcnow
 from services.instances.ports import EventPublisher
 from services.instances.reading import INSTANCE_COLUMNS
 from services.instances.records import InstanceRecord, StatusChanged
@@ -192,6 +192,7 @@ class InstanceStore:
         actor: str,
         user_quota: Quota,
         org_quota: Quota,
+        labels: Mapping[str, str] | None = None,
     ) -> Inserted | QuotaExceeded | NameTaken:
         """Insert a PENDING instance if quotas allow, atomically with every other create of its org."""
         owner_sub, org_id, key = new.owner_sub, new.org_id, new.idempotency_key
@@ -227,6 +228,11 @@ class InstanceStore:
                     .mappings()
                     .one()
                 )
+                if labels:
+                    await connection.execute(
+                        insert(InstanceLabelRow),
+                        [{"instance_id": new.id, "key": k, "value": v} for k, v in labels.items()],
+                    )
                 event = await self._record_event(connection, record, None, actor, None)
         except IntegrityError as error:
             violated = str(error.orig)
@@ -354,6 +360,55 @@ class InstanceStore:
         )
         await self._bus.stage(connection, event)
         return event
+
+    async def labels(self, instance_id: uuid.UUID) -> dict[str, str]:
+        """Unscoped, like `get`: the labels the lifecycle copies onto the Terraform object."""
+        query = select(InstanceLabelRow.key, InstanceLabelRow.value).where(
+            InstanceLabelRow.instance_id == instance_id
+        )
+        async with self._engine.connect() as connection:
+            return {key: value for key, value in (await connection.execute(query)).all()}
+
+    async def replace_labels(
+        self, instance_id: uuid.UUID, labels: Mapping[str, str], *, expected_version: int
+    ) -> InstanceRecord | None:
+        """Make `labels` the instance's whole label set, under the instance's compare-and-set (its version
+        moves on, so a concurrent change of the row loses or wins as a whole). None when the race was
+        lost or the instance is DELETED."""
+        async with self._engine.begin() as connection:
+            row = (
+                (
+                    await connection.execute(
+                        update(InstanceRow)
+                        .where(
+                            InstanceRow.id == instance_id,
+                            InstanceRow.version == expected_version,
+                            InstanceRow.status != InstanceStatus.DELETED,
+                        )
+                        .values(version=expected_version + 1, updated_at=utcnow())
+                        .returning(*INSTANCE_COLUMNS)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            await connection.execute(
+                delete(InstanceLabelRow).where(InstanceLabelRow.instance_id == instance_id)
+            )
+            if labels:
+                await connection.execute(
+                    insert(InstanceLabelRow),
+                    [{"instance_id": instance_id, "key": k, "value": v} for k, v in labels.items()],
+                )
+        return InstanceRecord.from_mapping(row)
+
+    async def usage(self, org_id: str, owner_sub: str | None = None) -> Usage:
+        """What the quota check of `insert` counts, read alone: the `quota`/`orgQuota` queries show the
+        very numbers a create is refused by (one owner's when `owner_sub` is given, else the org's)."""
+        async with self._engine.connect() as connection:
+            return await self._usage(connection, org_id, owner_sub)
 
     async def _by_key(self, connection: AsyncConnection, owner_sub: str, key: str) -> InstanceRecord | None:
         query = select(*INSTANCE_COLUMNS).where(

@@ -8,7 +8,7 @@ create finds the object it made before (same instance-id label) and returns it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,6 +119,15 @@ class TerraformCluster:
         as `flux reconcile` does: a retry should not wait for the object's interval."""
         body = {"metadata": {"annotations": {RECONCILE_ANNOTATION: datetime.now(UTC).isoformat()}}}
         with _api_errors(f"annotate terraform {namespace}/{name}"):
+            await self._custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+                GROUP, VERSION, namespace, PLURAL, name, body, _content_type="application/merge-patch+json"
+            )
+
+    async def patch_labels(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
+        """A JSON merge patch of `metadata.labels`: a value sets a label, None removes it; labels the
+        patch does not name (the gateway's own, anyone else's) stay as they are."""
+        body = {"metadata": {"labels": dict(labels)}}
+        with _api_errors(f"label terraform {namespace}/{name}"):
             await self._custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
                 GROUP, VERSION, namespace, PLURAL, name, body, _content_type="application/merge-patch+json"
             )

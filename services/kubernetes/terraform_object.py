@@ -59,6 +59,8 @@ class TerraformSpec:
     source_kind: SourceKind = "GitRepository"
     ssh_public_key: str | None = None
     interval: str = "10m"
+    # The user's labels as they go onto the object, already prefixed (`services.instances.labels`).
+    extra_labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def object_name(self) -> str:
@@ -86,7 +88,11 @@ def build_terraform_object(spec: TerraformSpec) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {"name": spec.object_name, "namespace": spec.namespace, "labels": spec.labels},
+        "metadata": {
+            "name": spec.object_name,
+            "namespace": spec.namespace,
+            "labels": dict(spec.extra_labels) | spec.labels,
+        },
         "spec": {
             "interval": spec.interval,
             "approvePlan": "auto",

@@ -22,7 +22,7 @@ import copy
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -183,6 +183,28 @@ class SimulatedCluster:
         self._update(key, annotate, while_deleting=True)
         if "deletionTimestamp" not in obj["metadata"]:
             self._run_controller(key, self._reconcile)
+
+    async def patch_labels(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
+        """A merge patch of `metadata.labels` (None removes a key), refused as the API server refuses
+        invalid labels; labels are metadata, so the generation does not move."""
+        what = f"patch terraform {namespace}/{name}"
+        self._check_open(what)
+        key = (namespace, name)
+        if key not in self._objects:
+            raise ClusterNotFound(f"{what}: 404 Not Found", status=404)
+        problems = label_problems({k: v for k, v in labels.items() if v is not None})
+        if problems:
+            raise ClusterInvalid(f"{what}: 422 Unprocessable Entity ({'; '.join(problems)})", status=422)
+
+        def relabel(o: dict[str, Any]) -> None:
+            current = o["metadata"].setdefault("labels", {})
+            for k, v in labels.items():
+                if v is None:
+                    current.pop(k, None)
+                else:
+                    current[k] = v
+
+        self._update(key, relabel, while_deleting=True)
 
     async def read_outputs(self, namespace: str, secret_name: str) -> dict[str, Any] | None:
         self._check_open(f"read secret {namespace}/{secret_name}")

@@ -24,7 +24,13 @@ PROJECT = "project-1"
 # DESIGN.md "Roles, permissions, field-level RBAC", column by column.
 TABLE = {
     "viewer": {p.INSTANCE_READ, p.INSTANCE_READ_ORG},
-    "user": {p.INSTANCE_READ, p.INSTANCE_READ_NETWORK, p.INSTANCE_CREATE, p.INSTANCE_DELETE},
+    "user": {
+        p.INSTANCE_READ,
+        p.INSTANCE_READ_NETWORK,
+        p.INSTANCE_CREATE,
+        p.INSTANCE_DELETE,
+        p.INSTANCE_LABEL,
+    },
     "operator": {
         p.INSTANCE_READ,
         p.INSTANCE_READ_ORG,
@@ -34,6 +40,8 @@ TABLE = {
         p.INSTANCE_DELETE,
         p.INSTANCE_DELETE_ORG,
         p.INSTANCE_RETRY,
+        p.INSTANCE_LABEL,
+        p.INSTANCE_LABEL_ORG,
         p.SCHEMA_INTROSPECT,
     },
 }
@@ -54,6 +62,8 @@ def test_permission_constants_are_the_designed_strings() -> None:
         "instance:delete",
         "instance:delete:org",
         "instance:retry",
+        "instance:label",
+        "instance:label:org",
         "admin:all-orgs",
         "admin:sync",
         "admin:revoke",

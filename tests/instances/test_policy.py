@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -14,7 +16,7 @@ FLAVOR, IMAGE = DEFAULT_FLAVORS[0].name, DEFAULT_IMAGES[0].name
 KEY = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
 
 
-def errors(**fields: str) -> list[tuple[str | None, str]]:
+def errors(**fields: Any) -> list[tuple[str | None, str]]:
     request = CreateRequest(**{"name": "web-1", "flavor": FLAVOR, "image": IMAGE, **fields})
     result = validate_create(request, CATALOG)
     return [] if isinstance(result, ValidCreate) else [(e.field, e.code) for e in result]

@@ -325,6 +325,27 @@ async def test_request_reconcile_of_a_missing_object_is_404(cluster: SimulatedCl
     assert missing.value.status == 404
 
 
+async def test_patch_labels_merges_removes_and_refuses_as_the_api_server(cluster: SimulatedCluster) -> None:
+    obj = terraform("labelled")
+    name = obj["metadata"]["name"]
+    obj["metadata"]["labels"]["label.opencsp.io/old"] = "x"
+    await cluster.create(obj)
+
+    patch: dict[str, str | None] = {"label.opencsp.io/old": None, "label.opencsp.io/env": "prod"}
+    await cluster.patch_labels(NAMESPACE, name, patch)
+
+    stored = await cluster.get(NAMESPACE, name)
+    assert stored is not None
+    labels = stored["metadata"]["labels"]
+    assert labels["label.opencsp.io/env"] == "prod"
+    assert "label.opencsp.io/old" not in labels
+    assert labels[INSTANCE_ID_LABEL] == obj["metadata"]["labels"][INSTANCE_ID_LABEL]  # untouched
+    with pytest.raises(ClusterInvalid):
+        await cluster.patch_labels(NAMESPACE, name, {"label.opencsp.io/env": "not valid"})
+    with pytest.raises(ClusterNotFound):
+        await cluster.patch_labels(NAMESPACE, "inst-missing", {"a": "b"})
+
+
 async def test_close_cancels_every_controller_and_ends_watches() -> None:
     before = len(asyncio.all_tasks())
     cluster = SimulatedCluster(step_delay=10.0)  # so every controller is mid-run when closed

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.db.models import InstanceEventRow, InstanceRow
+from services.db.models import InstanceEventRow, InstanceLabelRow, InstanceRow
 from services.instances.states import InstanceStatus
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
@@ -57,3 +57,11 @@ async def insert_instances(engine: AsyncEngine, rows: list[dict[str, object]]) -
             ],
         )
     return rows
+
+
+async def insert_labels(engine: AsyncEngine, labels: dict[object, dict[str, str]]) -> None:
+    """Labels of instances (id -> key -> value), as createInstance or setInstanceLabels stores them."""
+    rows = [{"instance_id": i, "key": k, "value": v} for i, pairs in labels.items() for k, v in pairs.items()]
+    if rows:
+        async with engine.begin() as connection:
+            await connection.execute(insert(InstanceLabelRow), rows)

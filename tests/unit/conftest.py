@@ -108,13 +108,13 @@ class Domain:
             while not self.lifecycle.watch_health.connected:
                 await asyncio.sleep(0.001)
 
-    async def create(self, name: str, caller: Principal | None = None, **fields: str) -> ActionResult:
+    async def create(self, name: str, caller: Principal | None = None, **fields: Any) -> ActionResult:
         request = CreateRequest(
             name=name, flavor=fields.pop("flavor", "small"), image=fields.pop("image", "debian-12"), **fields
         )
         return await self.lifecycle.create(caller or principal("user"), request)
 
-    async def create_ok(self, name: str, caller: Principal | None = None, **fields: str) -> InstanceRecord:
+    async def create_ok(self, name: str, caller: Principal | None = None, **fields: Any) -> InstanceRecord:
         outcome = await self.create(name, caller, **fields)
         assert outcome.errors == [], outcome.errors
         assert outcome.instance is not None

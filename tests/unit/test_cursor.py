@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from services.instances.cursor import InvalidCursor, decode_cursor, encode_cursor
-from services.instances.reading import InstanceFilter, Page
+from services.instances.ordering import NEWEST_FIRST, Order, OrderDirection, OrderField
+from services.instances.reading import InstanceFilter
 from services.instances.visibility import Visibility
 from tests.support.factories import insert_instances, instance_row
 from tests.unit.conftest import Domain
@@ -26,12 +27,46 @@ from tests.unit.conftest import Domain
 def test_a_cursor_reads_back_as_the_position_it_was_made_from(created_at: datetime) -> None:
     instance_id = uuid.uuid4()
 
-    cursor = encode_cursor(created_at, instance_id)
+    cursor = encode_cursor(NEWEST_FIRST, created_at, instance_id)
 
-    assert decode_cursor(cursor) == (created_at, instance_id)
+    assert decode_cursor(cursor, NEWEST_FIRST) == (created_at, instance_id)
     assert "=" not in cursor
     assert "/" not in cursor
     assert "+" not in cursor
+
+
+NAME_ASC = Order(OrderField.NAME, OrderDirection.ASC)
+
+
+@pytest.mark.parametrize("name", ["web-1", "a|b|c", "ünïcode"])
+def test_a_name_cursor_reads_back_under_its_own_order(name: str) -> None:
+    instance_id = uuid.uuid4()
+    assert decode_cursor(encode_cursor(NAME_ASC, name, instance_id), NAME_ASC) == (name, instance_id)
+
+
+@pytest.mark.parametrize(
+    ("made_for", "used_with"),
+    [
+        (NAME_ASC, NEWEST_FIRST),
+        (NAME_ASC, Order(OrderField.NAME, OrderDirection.DESC)),
+        (NEWEST_FIRST, Order(OrderField.CREATED_AT, OrderDirection.ASC)),
+    ],
+)
+def test_a_cursor_used_with_another_order_is_refused_naming_its_order(
+    made_for: Order, used_with: Order
+) -> None:
+    key = "web-1" if made_for.field is OrderField.NAME else datetime(2026, 1, 1, tzinfo=UTC)
+    cursor = encode_cursor(made_for, key, SOME_ID)
+    with pytest.raises(InvalidCursor, match=f"belongs to orderBy {made_for}, not {used_with}"):
+        decode_cursor(cursor, used_with)
+
+
+def test_a_cursor_of_the_first_format_still_reads_as_newest_first() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    legacy = base64.urlsafe_b64encode(f"{at.isoformat()}|{SOME_ID}".encode()).decode().rstrip("=")
+    assert decode_cursor(legacy, NEWEST_FIRST) == (at, SOME_ID)
+    with pytest.raises(InvalidCursor, match="belongs to orderBy CREATED_AT DESC"):
+        decode_cursor(legacy, NAME_ASC)
 
 
 def b64(raw: bytes) -> str:
@@ -55,7 +90,11 @@ SOME_ID = uuid.UUID("6f1c1b2e-3f7a-4a8e-9a51-0c7d2b1e4f60")
         b64(b"2026-01-01T00:00:00+00:00|not-a-uuid"),
         b64(b"2026-01-01T00:00:00+00:00"),  # no id
         b64(f"|{SOME_ID}".encode()),
-        encode_cursor(datetime(2026, 1, 1, tzinfo=UTC), SOME_ID)[:-3],  # truncated
+        encode_cursor(NEWEST_FIRST, datetime(2026, 1, 1, tzinfo=UTC), SOME_ID)[:-3],  # truncated
+        b64(f"NAME|ASC|{SOME_ID}|".encode()),  # no name
+        b64(f"NAME|UP|{SOME_ID}|web-1".encode()),  # no such direction
+        b64(f"COLOUR|ASC|{SOME_ID}|red".encode()),  # no such field
+        b64(f"CREATED_AT|ASC|{SOME_ID}|web-1".encode()),  # a name where a time belongs
     ],
 )
 def test_garbage_and_tampered_cursors_are_refused(cursor: str) -> None:
@@ -82,7 +121,7 @@ async def test_pages_walk_every_visible_row_once_newest_first_even_with_equal_ti
         assert page.has_previous_page is (after is not None)
         if not page.has_next_page:
             break
-        after = Page.cursor(page.items[-1])
+        after = page.cursor(page.items[-1])
 
     visible = [r for r in rows if r["org_id"] == "org-a"]
     newest_first = sorted(visible, key=lambda r: (r["created_at"], r["id"]), reverse=True)

@@ -1,6 +1,6 @@
 """instance_security: the Lynis summary the playbook's signed hint reports
 
-Revision ID: 0003_security
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-02 07:40:00.000000
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = "0003_security"
+revision: str = "0003"
 down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
