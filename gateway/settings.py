@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     trusted_documents: Path | None = None  # the front end's manifest: {"<sha256 hex>": "<document>"}
     documents_mode: Literal["open", "enforce"] = "open"
     max_operation_cost: int = Field(default=5_000, ge=1)
-    cost_per_minute: int = Field(default=50_000, ge=0)  # per user (token sub); 0: no budget
+    cost_per_minute: int = Field(default=0, ge=0)  # per user (token sub); 0: no budget
     redis_url: str | None = None  # the budget shared by every replica; unset: each process its own
     # The operations dashboard at / and /dashboard (gateway/dashboard.py); None: on in dev mode only.
     dashboard: bool | None = None
