@@ -117,7 +117,7 @@ async def test_transitions_are_counted_by_status_reached(
     samples = await scrape(metrics)
     assert value(samples, "opencsp_instance_transitions_total", to_status="PENDING") == 1
     assert value(samples, "opencsp_instance_transitions_total", to_status="DELETING") == 1
-    assert value(samples, "opencsp_graphql_operations_total", operation="adhoc", outcome="ok") == 2  # Order and Delete
+    assert value(samples, "opencsp_graphql_operations_total", operation="adhoc", outcome="ok") == 2
 
 
 async def test_cluster_watch_is_read_at_scrape_time(metrics: httpx.AsyncClient, runtime: Runtime) -> None:
