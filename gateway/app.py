@@ -15,6 +15,8 @@ from gateway.authn import IssuerUnavailable, Unauthenticated, authenticate, bear
 from gateway.backchannel import backchannel_logout
 from gateway.bootstrap import Runtime, document_limits
 from gateway.dashboard import dashboard_routes
+from gateway.documents import DocumentGate, TrustedDocuments
+from gateway.documents import load as load_documents
 from gateway.graphql_http import GraphQLHTTP, GraphQLRequest, RequestError
 from gateway.health import healthz, readyz
 from gateway.introspection import is_introspection_only
@@ -22,6 +24,7 @@ from gateway.observability import Observability
 from gateway.observability.logs import bind_sub
 from gateway.webhooks import semaphore_webhook
 from gateway.websocket import GraphQLWebSocket
+from schema.budget import Budget
 from schema.build import build_schema
 from schema.compiled import CompiledQueries
 from schema.context import Context
@@ -37,11 +40,22 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
     port `gateway.serving` gives it."""
     settings = runtime.settings
     observability = Observability.create(settings)
+    trusted = TrustedDocuments()
+    budget = Budget(settings.cost_per_minute, settings.redis_url) if settings.cost_per_minute else None
     schema = build_schema(
         document_limits(settings),
-        observability.schema_extensions(),
+        observability.schema_extensions(trusted.label),
         share_subscriptions=settings.subscription_backlog_limit if settings.share_subscriptions else None,
+        max_operation_cost=settings.max_operation_cost,
+        budget=budget,
     )
+    if settings.trusted_documents is not None:
+        trusted.replace(
+            load_documents(
+                settings.trusted_documents, schema, document_limits(settings), settings.max_operation_cost
+            )
+        )
+    gate = DocumentGate(trusted, settings.documents_mode)
 
     async def http_context(request: Request, graphql_request: GraphQLRequest) -> Context:
         try:
@@ -74,6 +88,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
         body_limit=settings.max_body_bytes,
         graphiql=settings.graphiql,
         compiled=CompiledQueries.for_schema(schema) if settings.compiled_execution else None,
+        documents=gate,
     )
     graphql_ws = GraphQLWebSocket(
         schema,
@@ -84,6 +99,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
         keep_alive_interval=settings.websocket_keep_alive_seconds,
     )
     graphql_ws.introspector = runtime.introspector
+    graphql_ws.documents = gate
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -94,6 +110,8 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
         finally:
             if own_runtime:
                 await runtime.aclose()
+            if budget is not None:
+                await budget.aclose()
             observability.shutdown()
 
     routes = [

@@ -1,4 +1,5 @@
-"""`opencsp-gateway serve | migrate | doctor | dev | schema | token | logout`: the process's entry points."""
+"""`opencsp-gateway serve | migrate | doctor | dev | schema | token | logout | documents check`: the
+process's entry points."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
-from gateway.bootstrap import dev_issuer
+from gateway.bootstrap import dev_issuer, document_limits
 from gateway.dev import dev_settings, run_dev
 from gateway.doctor import PEERS, diagnose
+from gateway.documents import ManifestError, check_manifest, read_manifest
 from gateway.serving import run_server
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.startup import StartupError, check_revision, migrate
-from schema.build import schema_sdl
+from schema.build import build_schema, schema_sdl
 
 
 def fail(message: str) -> NoReturn:
@@ -66,7 +69,30 @@ def parser() -> argparse.ArgumentParser:
     logout.add_argument(
         "--url", default="http://127.0.0.1:8000", help="the dev gateway (default: http://127.0.0.1:8000)"
     )
+    documents = commands.add_parser("documents", help="trusted documents (the front end's manifest)")
+    documents_commands = documents.add_subparsers(dest="documents_command", required=True, metavar="ACTION")
+    check = documents_commands.add_parser(
+        "check", help="check a manifest against the schema, the document limits and the cost limit"
+    )
+    check.add_argument("manifest", type=Path, help='a JSON object {"<sha256 hex>": "<document>"}')
     return root
+
+
+def check_documents(path: Path) -> int:
+    """One line per problem on stderr and 1, or a count on stdout and 0 (the front end's CI step)."""
+    settings = load_settings()
+    limits = document_limits(settings)
+    try:
+        entries = read_manifest(path)
+    except ManifestError as error:
+        print(error, file=sys.stderr)
+        return 1
+    problems = check_manifest(entries, build_schema(limits), limits, settings.max_operation_cost)
+    for problem in problems:
+        print(f"{path}: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"{path}: {len(entries)} documents, all valid")
+    return 1 if problems else 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -102,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             from gateway.dev import post_logout
 
             print(post_logout(args.sub, args.url))
+        elif args.command == "documents":
+            raise SystemExit(check_documents(args.manifest))
         elif args.command == "dev":
             run_dev(host=args.host, port=args.port, metrics_port=args.metrics_port)
     except (SettingsError, StartupError) as exc:

@@ -24,9 +24,10 @@ from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
 from gateway.bodies import BodyTooLarge, read_body
+from gateway.documents import Document, DocumentGate, DocumentRequestError, requested_id
 from gateway.graphiql import graphiql_headers, graphiql_html
 from schema.compiled import CompiledQueries
-from schema.errors import BAD_REQUEST, TRANSPORT_CODES, is_forbidden
+from schema.errors import BAD_REQUEST, RATE_LIMITED, TRANSPORT_CODES, is_forbidden
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class GraphQLRequest:
     variables: dict[str, Any] | None
     operation_name: str | None
     extensions: dict[str, Any] | None
+    # The trusted document the request named or sent (gateway.documents); None: ad-hoc text.
+    document: Document | None = None
 
 
 def negotiate(accept: str | None) -> str | None:
@@ -100,11 +103,15 @@ def _json_parameter(value: str | None, name: str) -> dict[str, Any] | None:
     return parsed
 
 
-def _from_mapping(data: Mapping[str, Any]) -> GraphQLRequest:
+def _from_mapping(data: Mapping[str, Any], gate: DocumentGate | None = None) -> GraphQLRequest:
     query = data.get("query")
-    if query is None:
+    extensions = data.get("extensions")
+    named = data.get("documentId") is not None or (
+        isinstance(extensions, dict) and "persistedQuery" in extensions
+    )
+    if query is None and not named:
         raise RequestError(400, "The query parameter is missing.")
-    if not isinstance(query, str) or not query.strip():
+    if query is not None and (not isinstance(query, str) or not query.strip()):
         raise RequestError(400, "The query parameter must be a non-empty string.")
     variables = data.get("variables")
     if variables is not None and not isinstance(variables, dict):
@@ -112,24 +119,41 @@ def _from_mapping(data: Mapping[str, Any]) -> GraphQLRequest:
     operation_name = data.get("operationName")
     if operation_name is not None and not isinstance(operation_name, str):
         raise RequestError(400, "The operationName parameter must be a string.")
-    extensions = data.get("extensions")
     if extensions is not None and not isinstance(extensions, dict):
         raise RequestError(400, "The extensions parameter must be a JSON object.")
-    return GraphQLRequest(query, variables, operation_name, extensions)
+    if gate is None:
+        if query is None:
+            raise RequestError(400, "This gateway has no trusted documents: send the query.")
+        return GraphQLRequest(query, variables, operation_name, extensions)
+    try:
+        admitted = gate.resolve(query, requested_id(data.get("documentId"), extensions))
+    except DocumentRequestError as error:
+        raise RequestError(400, str(error)) from None
+    return GraphQLRequest(admitted.text, variables, operation_name, extensions, admitted.document)
 
 
-async def parse_request(request: Request, body_limit: int) -> GraphQLRequest:
+async def parse_request(
+    request: Request, body_limit: int, gate: DocumentGate | None = None
+) -> GraphQLRequest:
+    """Raises RequestError, or GraphQLError for a document id the manifest does not have."""
     if request.method == "GET":
         params = request.query_params
-        if "query" not in params:
+        extensions = _json_parameter(params.get("extensions"), "extensions")
+        if (
+            "query" not in params
+            and "documentId" not in params
+            and "persistedQuery" not in (extensions or {})
+        ):
             raise RequestError(400, "The query parameter is missing.")
         return _from_mapping(
             {
                 "query": params.get("query"),
+                "documentId": params.get("documentId"),
                 "variables": _json_parameter(params.get("variables"), "variables"),
                 "operationName": params.get("operationName") or None,
-                "extensions": _json_parameter(params.get("extensions"), "extensions"),
-            }
+                "extensions": extensions,
+            },
+            gate,
         )
     content_type = request.headers.get("content-type", "")
     media, _, charset = content_type.partition(";")
@@ -152,7 +176,7 @@ async def parse_request(request: Request, body_limit: int) -> GraphQLRequest:
         raise RequestError(400, "Batched requests are not supported; send one operation per request.")
     if not isinstance(data, dict):
         raise RequestError(400, "The request body must be a JSON object.")
-    return _from_mapping(data)
+    return _from_mapping(data, gate)
 
 
 def _is_request_error(result: ExecutionResult) -> bool:
@@ -178,9 +202,11 @@ class GraphQLHTTP:
         body_limit: int,
         graphiql: bool,
         compiled: CompiledQueries | None = None,
+        documents: DocumentGate | None = None,
     ) -> None:
         self.schema = schema
         self.compiled = compiled
+        self.documents = documents
         self.context_factory = context_factory
         self.body_limit = body_limit
         self.graphiql_html = graphiql_html() if graphiql else None
@@ -204,14 +230,25 @@ class GraphQLHTTP:
                 media_type=JSON,
             )
         try:
-            graphql_request = await parse_request(request, self.body_limit)
+            graphql_request = await parse_request(request, self.body_limit, self.documents)
             context = await self.context_factory(request, graphql_request)
+            principal = getattr(context, "principal", None)
+            if self.documents is not None and principal is not None:  # None: public introspection only
+                self.documents.admit(graphql_request.document, principal)
             result = await self._execute(request.method, graphql_request, context)
         except RequestError as error:
             return Response(
                 _error_body(error.message, TRANSPORT_CODES.get(error.status, BAD_REQUEST)),
                 error.status,
                 error.headers,
+                media_type=f"{media_type}; charset=utf-8",
+            )
+        except GraphQLError as error:
+            # An unknown or untrusted document: a GraphQL request error, answered as validation errors
+            # are (200 with application/json, 400 with application/graphql-response+json).
+            return Response(
+                orjson.dumps({"errors": [error.formatted]}),
+                400 if media_type == GRAPHQL_RESPONSE else 200,
                 media_type=f"{media_type}; charset=utf-8",
             )
         except ClientDisconnect:
@@ -303,7 +340,10 @@ _REFUSED_WRITES = {
 def _refused_write(result: ExecutionResult) -> tuple[int, dict[str, str]] | None:
     if result.data is not None or not result.errors:
         return None
-    return _REFUSED_WRITES.get((result.errors[0].extensions or {}).get("code", ""))
+    extensions = result.errors[0].extensions or {}
+    if extensions.get("code") == RATE_LIMITED:  # schema.cost: the caller's budget is spent
+        return 429, {"Retry-After": str(extensions.get("retryAfter", 60))}
+    return _REFUSED_WRITES.get(extensions.get("code", ""))
 
 
 def _denied(result: ExecutionResult) -> bool:

@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.bootstrap import build_runtime
+from gateway.documents import ManifestError
 from gateway.observability.logs import configure_logging
 from gateway.settings import Settings
 from gateway.startup import StartupError, warn_without_admin_org
@@ -34,7 +35,12 @@ def run_server(settings: Settings) -> None:
             runtime = await build_runtime(settings)
         except ClusterError as error:
             raise StartupError(str(error)) from None
-        await serve_all(servers(create_app(runtime), settings))
+        try:
+            app = create_app(runtime)
+        except ManifestError as error:  # one line naming each bad entry, not a traceback
+            await runtime.aclose()
+            raise StartupError(str(error)) from None
+        await serve_all(servers(app, settings))
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(main())

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=100, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     graphiql: bool = True
+    # Trusted documents and demand control (docs/SECURITY.md "Trusted documents", "Demand control").
+    trusted_documents: Path | None = None  # the front end's manifest: {"<sha256 hex>": "<document>"}
+    documents_mode: Literal["open", "enforce"] = "open"
+    max_operation_cost: int = Field(default=5_000, ge=1)
+    cost_per_minute: int = Field(default=0, ge=0)  # per user (token sub); 0: no budget
+    redis_url: str | None = None  # the budget shared by every replica; unset: each process its own
     # The operations dashboard at / and /dashboard (gateway/dashboard.py); None: on in dev mode only.
     dashboard: bool | None = None
 

@@ -19,17 +19,22 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    SubscribeMessage,
+)
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage as LegacyConnectionInitMessage,
 )
+from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
 
 from gateway.authn import (
     IssuerUnavailable,
@@ -39,8 +44,10 @@ from gateway.authn import (
     bearer_token,
     write_check,
 )
+from gateway.documents import DocumentGate, DocumentRequestError, requested_id
 from gateway.observability.logs import bind_sub
 from schema.context import Context
+from schema.errors import BAD_REQUEST
 from schema.multiplex import encode_message
 from services.auth.introspection import Introspector
 from services.auth.principal import Principal
@@ -85,9 +92,38 @@ class _Authenticating:
         self.view.close_at_expiry(self.context, principal.expires_at)
         return True
 
+    def _admit_document(self, payload: object) -> GraphQLError | None:
+        """Resolve a subscribe/start payload naming a trusted document (gateway.documents) into its text,
+        in place; the error to answer when it is unknown or untrusted."""
+        gate: DocumentGate | None = self.view.documents
+        if gate is None or not isinstance(payload, dict):
+            return None
+        query = payload.get("query")
+        extensions = payload.get("extensions")
+        try:
+            admitted = gate.resolve(
+                query if isinstance(query, str) else None,
+                requested_id(payload.get("documentId"), extensions if isinstance(extensions, dict) else None),
+            )
+            gate.admit(admitted.document, self.context.principal)
+        except DocumentRequestError as error:
+            return GraphQLError(str(error), extensions={"code": BAD_REQUEST})
+        except GraphQLError as error:
+            return error
+        payload["query"] = admitted.text
+        return None
+
 
 class TransportWSHandler(_Authenticating, BaseGraphQLTransportWSHandler[Context, None]):
     _pinger: asyncio.Task[None] | None = None
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if self.connection_acknowledged and message.get("id") not in self.operations:
+            error = self._admit_document(message.get("payload"))
+            if error is not None:
+                await self.send_message({"id": message["id"], "type": "error", "payload": [error.formatted]})
+                return
+        await super().handle_subscribe(message)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         if self.connection_init_received or await self._admit(message.get("payload")):
@@ -134,6 +170,14 @@ class LegacyWSHandler(_Authenticating, BaseGraphQLWSHandler[Context, None]):
         if await self._admit(message.get("payload")):
             await super().handle_connection_init(message)
 
+    async def handle_start(self, message: StartMessage) -> None:
+        if self.connection_acknowledged:
+            error = self._admit_document(message.get("payload"))
+            if error is not None:
+                await self.send_message({"type": "error", "id": message["id"], "payload": error.formatted})
+                return
+        await super().handle_start(message)
+
 
 class GraphQLWebSocket(GraphQL[Context, None]):
     """Only the websocket half of Strawberry's ASGI view; HTTP is `gateway.graphql_http`."""
@@ -161,6 +205,7 @@ class GraphQLWebSocket(GraphQL[Context, None]):
         )
         self.verifier = verifier
         self.introspector: Introspector | None = None  # set when writes need an active token
+        self.documents: DocumentGate | None = None  # trusted documents (gateway.documents)
         self._context_factory = context_factory
         # Authenticated sockets' contexts by the sub of their token (keyed by id: contexts are unhashable).
         self._open: dict[str, dict[int, Context]] = {}

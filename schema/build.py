@@ -33,6 +33,7 @@ from resolvers.sessions import revoke_sessions
 from resolvers.subscriptions import instance_status_changed, instance_status_changes
 from schema.active_token import ActiveTokenForWrites
 from schema.context import Context
+from schema.cost import Charger, DemandControl, list_size
 from schema.discovery import DiscoveryAwareExecution, SchemaDiscovery
 from schema.errors import is_public
 from schema.limits import DocumentLimits, extensions
@@ -66,7 +67,16 @@ class Query:
         description="One instance by id; null when it does not exist or is not yours to see.",
     )
     instances: InstanceConnection = strawberry.field(
-        resolver=resolve_instances, description="Instances you may see, newest first."
+        resolver=resolve_instances,
+        description="Instances you may see, newest first.",
+        directives=[
+            list_size(
+                assumed_size=20,  # the default page size
+                slicing_arguments=["first"],
+                sized_fields=["edges", "nodes"],
+                require_one_slicing_argument=False,
+            )
+        ],
     )
     catalog: CatalogType = strawberry.field(
         resolver=resolve_catalog, description="Flavors and images that may be ordered."
@@ -199,10 +209,13 @@ def build_schema(
     observers: Sequence[Callable[[], SchemaExtension]] = (),
     *,
     share_subscriptions: int | None = None,
+    max_operation_cost: int | None = None,
+    budget: Charger | None = None,
 ) -> strawberry.Schema:
     """`observers` (metrics, tracing) run before the limits, so they see refused operations too.
     `share_subscriptions`: run identical subscriptions once, each member holding at most that many
-    results unread; None runs every subscription on its own."""
+    results unread; None runs every subscription on its own. `max_operation_cost`: demand control
+    (`schema.cost`), charging `budget` when given; None estimates nothing."""
     guarded: dict[str, str] = {}
     schema = GatewaySchema(
         query=Query,
@@ -213,6 +226,7 @@ def build_schema(
             *observers,
             *extensions(limits or DocumentLimits()),
             SchemaDiscovery,
+            *([] if max_operation_cost is None else [lambda: DemandControl(max_operation_cost, budget)]),
             lambda: DeniedMutations(guarded),
             ActiveTokenForWrites,
         ],

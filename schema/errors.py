@@ -19,6 +19,11 @@ INTERNAL = "INTERNAL_SERVER_ERROR"
 DOCUMENT_TOO_LARGE = "DOCUMENT_TOO_LARGE"
 TOO_MANY_SELECTIONS = "TOO_MANY_SELECTIONS"
 TOO_MANY_DIRECTIVES = "TOO_MANY_DIRECTIVES"
+# Trusted documents (gateway/documents.py) and demand control (schema/cost.py, schema/budget.py).
+PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+DOCUMENT_NOT_TRUSTED = "DOCUMENT_NOT_TRUSTED"
+COST_LIMIT_EXCEEDED = "COST_LIMIT_EXCEEDED"
+RATE_LIMITED = "RATE_LIMITED"
 
 # Transport errors: the HTTP status of a request refused before GraphQL ran, and the code its body carries.
 TRANSPORT_CODES = {
@@ -108,6 +113,33 @@ def too_many_field_pairs(max_selections: int) -> GraphQLError:
 def too_many_directives(max_directives: int) -> GraphQLError:
     return GraphQLError(
         f"The document has more than {max_directives} directives.", extensions={"code": TOO_MANY_DIRECTIVES}
+    )
+
+
+def persisted_query_not_found() -> GraphQLError:
+    """Apollo's code and message, so Apollo Client's persisted-query link retries with the text."""
+    return GraphQLError("PersistedQueryNotFound", extensions={"code": PERSISTED_QUERY_NOT_FOUND})
+
+
+def document_not_trusted(named: bool) -> GraphQLError:
+    what = "No trusted document has this id." if named else "Only trusted documents are accepted."
+    return GraphQLError(
+        f"{what} Send the id of a document of the front end's manifest.",
+        extensions={"code": DOCUMENT_NOT_TRUSTED},
+    )
+
+
+def cost_limit_exceeded(estimate: int, limit: int) -> GraphQLError:
+    return GraphQLError(
+        f"The operation's estimated cost {estimate} is over the limit of {limit}.",
+        extensions={"code": COST_LIMIT_EXCEEDED, "cost": {"estimated": estimate, "limit": limit}},
+    )
+
+
+def rate_limited(retry_after: int) -> GraphQLError:
+    return GraphQLError(
+        f"Your budget of operation cost per minute is spent; try again in {retry_after} s.",
+        extensions={"code": RATE_LIMITED, "retryAfter": retry_after},
     )
 
 

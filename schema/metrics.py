@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal, Protocol
 
 from strawberry.exceptions import MissingQueryError
@@ -30,9 +30,14 @@ class OperationRecorder(Protocol):
     def subscriptions(self, delta: int) -> None: ...
 
 
+# (document text, operation name) → the operation label: the trusted document's name, or `adhoc`.
+OperationNamer = Callable[[str | None, str | None], str]
+
+
 class OperationMetrics(SchemaExtension):
-    def __init__(self, recorder: OperationRecorder) -> None:
+    def __init__(self, recorder: OperationRecorder, namer: OperationNamer | None = None) -> None:
         self.recorder = recorder
+        self.namer = namer
         self._subscribed = False
 
     def on_operation(self) -> Iterator[None]:
@@ -66,9 +71,12 @@ class OperationMetrics(SchemaExtension):
 
     def _name(self) -> str | None:
         try:
-            return self.execution_context.operation_name
+            name = self.execution_context.operation_name
         except Exception:  # a document the name cannot be read from: the operation is anonymous
-            return None
+            name = None
+        if self.namer is not None:  # clients' own names never become labels (gateway.documents)
+            return self.namer(self.execution_context.query, name)
+        return name
 
     def _outcome(self) -> OperationOutcome:
         """As the HTTP layer answers it: nothing executed (no `data`, no error with a path) is a

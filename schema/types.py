@@ -16,6 +16,7 @@ from typing import Annotated
 import strawberry
 
 from schema.context import EVENTS_PER_INSTANCE, Context
+from schema.cost import PEER_CALL, list_size
 from schema.errors import BadUserInput, Unavailable
 from schema.permissions import requires
 from services.auth.permissions import INSTANCE_READ_INTERNALS, INSTANCE_READ_NETWORK
@@ -65,8 +66,8 @@ class ImageType:
 
 @strawberry.type(name="Catalog", description="What may be ordered.")
 class CatalogType:
-    flavors: list[FlavorType]
-    images: list[ImageType]
+    flavors: list[FlavorType] = strawberry.field(directives=[list_size(assumed_size=20)])
+    images: list[ImageType] = strawberry.field(directives=[list_size(assumed_size=20)])
 
     @classmethod
     def from_model(cls, catalog: Catalog) -> CatalogType:
@@ -123,14 +124,14 @@ class TerraformStatus:
 class SemaphoreTask:
     id: int
 
-    @strawberry.field
+    @strawberry.field(directives=[PEER_CALL])
     async def status(self, info: strawberry.Info[Context, None]) -> str:
         try:
             return (await info.context.services.internals.task(self.id)).status
         except PeerUnavailable as error:
             raise Unavailable(str(error)) from None
 
-    @strawberry.field(description="The task's log (its newest 64 KiB).")
+    @strawberry.field(description="The task's log (its newest 64 KiB).", directives=[PEER_CALL])
     async def output(self, info: strawberry.Info[Context, None]) -> str:
         try:
             return await info.context.services.internals.task_output(self.id)
@@ -193,7 +194,7 @@ class Instance:
 
     @strawberry.field(
         description="The instance's Terraform object as the cluster reports it.",
-        directives=requires(INSTANCE_READ_INTERNALS),
+        directives=[*requires(INSTANCE_READ_INTERNALS), PEER_CALL],
     )
     async def terraform(self, info: strawberry.Info[Context, None]) -> TerraformStatus | None:
         if self.record.terraform_name is None:
@@ -240,7 +241,14 @@ class Instance:
         )
 
     @strawberry.field(
-        description="Status transitions, oldest first: the first N of the history, or (default) the last N."
+        description="Status transitions, oldest first: the first N of the history, or (default) the last N.",
+        directives=[
+            list_size(
+                assumed_size=EVENTS_PER_INSTANCE,
+                slicing_arguments=["first", "last"],
+                require_one_slicing_argument=False,
+            )
+        ],
     )
     async def events(
         self,

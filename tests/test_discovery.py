@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 from gateway.bootstrap import policy_of
 from gateway.settings import Settings
 from schema.discovery import HideSuggestions, may_discover, strip_suggestion
-from services.auth.permissions import DEFAULT_POLICY, SCHEMA_INTROSPECT
+from services.auth.permissions import DEFAULT_POLICY, OPERATIONS_ADHOC, SCHEMA_INTROSPECT
 from services.auth.principal import Principal
 from tests.conftest import AppFactory, Issuer
 from tests.support.servers import serve
@@ -147,7 +147,7 @@ def test_who_may_discover_the_schema() -> None:
     dev = policy_of(Settings(dev_mode=True, _env_file=None))  # type: ignore[call-arg]
     assert all(SCHEMA_INTROSPECT in permissions for permissions in dev.values())
     custom = Settings(dev_mode=True, rbac_policy='{"auditor": ["instance:read"]}', _env_file=None)  # type: ignore[call-arg,arg-type]
-    assert policy_of(custom) == {"auditor": frozenset({"instance:read", SCHEMA_INTROSPECT})}
+    assert policy_of(custom) == {"auditor": frozenset({"instance:read", SCHEMA_INTROSPECT, OPERATIONS_ADHOC})}
     assert SCHEMA_INTROSPECT not in policy_of(Settings(_env_file=None))["viewer"]  # type: ignore[call-arg]
 
 

@@ -20,7 +20,7 @@ from gateway.bootstrap import Runtime
 from gateway.observability.logs import RequestId
 from gateway.observability.metrics import HTTPMetrics, Metrics, metrics_endpoint
 from gateway.settings import Settings
-from schema.metrics import OperationMetrics
+from schema.metrics import OperationMetrics, OperationNamer
 
 if TYPE_CHECKING:  # optional (the `otel` extra): imported for real only when tracing is configured
     from gateway.observability.tracing import Tracing
@@ -41,12 +41,13 @@ class Observability:
             tracing = Tracing.to_collector(settings.otlp_endpoint)
         return cls(metrics=Metrics() if settings.metrics else None, tracing=tracing)
 
-    def schema_extensions(self) -> list[Callable[[], SchemaExtension]]:
-        """Outermost first: metrics time the whole operation, the trace's span wraps the others'."""
+    def schema_extensions(self, namer: OperationNamer | None = None) -> list[Callable[[], SchemaExtension]]:
+        """Outermost first: metrics time the whole operation, the trace's span wraps the others'.
+        `namer`: operations are labelled by trusted document (gateway.documents), not by clients' names."""
         found: list[Callable[[], SchemaExtension]] = []
         if self.metrics is not None:
             metrics = self.metrics
-            found.append(lambda: OperationMetrics(metrics))
+            found.append(lambda: OperationMetrics(metrics, namer))
         if self.tracing is not None:
             found.append(self.tracing.schema_extension())
         return found

@@ -10,8 +10,12 @@ values, at most `MAX_VARIANTS` per document.
 The schema's extensions are checked once: the path is only on when every extension is one whose work is
 done once a document validated (the limits, parse and validation caches, discovery rules, mutation-only
 checks, error masking: the plan answers FORBIDDEN only, a public error masking leaves alone) or the
-operation metrics, which the path records itself. Any other extension (tracing, which wants a span per
-field; one added later) turns the path off, so nothing an extension must observe is skipped.
+operation metrics, which the path records itself (under the same label), and demand control without a
+per-user budget: the plan runs only when the cost estimate is within the limit and no report is asked for,
+else graphql-core answers. A budget charges every execution, and a plan may fall back to graphql-core after it
+ran, so with a budget the path is off (the charge would be made twice or not at all). Any other extension
+(tracing, which wants a span per field; one added later) turns the path off, so nothing an extension must
+observe is skipped.
 """
 
 from __future__ import annotations
@@ -38,10 +42,11 @@ from strawberry.types import ExecutionResult
 
 from schema.active_token import ActiveTokenForWrites
 from schema.compiled.plan import Fallback, ObjectPlan, Uncompilable, compile_query, run
+from schema.cost import CostError, DemandControl, operation_cost, wants_report
 from schema.discovery import DiscoveryAwareExecution, SchemaDiscovery, may_discover_in
 from schema.document_cache import ByteBoundedCache, digest, document_weight, parse_cached
 from schema.limits import MaxDocumentSize
-from schema.metrics import OperationMetrics, OperationRecorder
+from schema.metrics import OperationMetrics, OperationNamer, OperationRecorder
 from schema.permissions import DeniedMutations
 from schema.validation import CachedParse, CheckedValidation
 
@@ -76,9 +81,15 @@ class _Document:
 
 
 class CompiledQueries:
-    def __init__(self, schema: strawberry.Schema, recorders: Sequence[OperationRecorder]) -> None:
+    def __init__(
+        self,
+        schema: strawberry.Schema,
+        recorders: Sequence[tuple[OperationRecorder, OperationNamer | None]],
+        max_cost: int | None = None,
+    ) -> None:
         self.schema = schema
         self.recorders = tuple(recorders)
+        self.max_cost = max_cost
         self.documents: ByteBoundedCache[_Document | None] = ByteBoundedCache(
             PLANS_MAX_BYTES, PLANS_MAX_ENTRY_BYTES
         )
@@ -88,15 +99,18 @@ class CompiledQueries:
     @classmethod
     def for_schema(cls, schema: strawberry.Schema) -> CompiledQueries | None:
         """None when an extension could need to see every execution (see the module docstring)."""
-        recorders: list[OperationRecorder] = []
+        recorders: list[tuple[OperationRecorder, OperationNamer | None]] = []
+        max_cost: int | None = None
         for factory in schema.extensions:
             extension = factory() if callable(factory) else factory
             if isinstance(extension, OperationMetrics):
-                recorders.append(extension.recorder)
+                recorders.append((extension.recorder, extension.namer))
+            elif isinstance(extension, DemandControl) and extension.budget is None:
+                max_cost = extension.max_cost
             elif type(extension) not in _DONE_AFTER_VALIDATION or extension._implements_resolve():
                 logger.info("compiled execution off: %s observes executions", type(extension).__name__)
                 return None
-        return cls(schema, recorders)
+        return cls(schema, recorders, max_cost)
 
     @staticmethod
     def _key(query: str, operation_name: str | None, context: Any) -> bytes:
@@ -145,6 +159,10 @@ class CompiledQueries:
         )
         if isinstance(executor, list):
             return None  # variable errors: graphql-core words them
+        if self.max_cost is not None and not self._within_cost(
+            entry.document, operation_name, variables, extensions
+        ):
+            return None  # refused or reported by demand control, on graphql-core's path
         coerced = executor.variable_values.coerced
         switch = tuple(coerced.get(name) for name in entry.switches)
         if switch in entry.plans:
@@ -169,9 +187,26 @@ class CompiledQueries:
         self.compiled += 1
         name = operation_name or (entry.operation.name.value if entry.operation.name else None)
         seconds = time.perf_counter() - started
-        for recorder in self.recorders:
-            recorder.operation(name, "errors" if errors else "ok", seconds)
+        for recorder, namer in self.recorders:
+            label = namer(query, operation_name) if namer is not None else name
+            recorder.operation(label, "errors" if errors else "ok", seconds)
         return ExecutionResult(data=data, errors=errors or None)
+
+    def _within_cost(
+        self,
+        document: DocumentNode,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+        extensions: dict[str, Any] | None,
+    ) -> bool:
+        """Whether demand control would admit the request silently (no refusal, no report)."""
+        if wants_report(extensions):
+            return False
+        try:
+            cost = operation_cost(self.schema._schema, document, operation_name, variables)
+        except CostError:
+            return False
+        return self.max_cost is None or cost <= self.max_cost
 
 
 def _switches(document: DocumentNode) -> tuple[str, ...]:

@@ -37,6 +37,8 @@ ADMIN_REVOKE = "admin:revoke"
 QUOTA_READ_ORG = "quota:read:org"
 SCHEMA_INTROSPECT = "schema:introspect"
 """Introspect the schema and get "Did you mean …" suggestions in errors (see `schema.discovery`)."""
+OPERATIONS_ADHOC = "operations:adhoc"
+"""Send documents that are not in the trusted manifest while OPENCSP_DOCUMENTS_MODE=enforce."""
 
 ALL_PERMISSIONS: frozenset[str] = frozenset(
     {
@@ -55,6 +57,7 @@ ALL_PERMISSIONS: frozenset[str] = frozenset(
         ADMIN_REVOKE,
         QUOTA_READ_ORG,
         SCHEMA_INTROSPECT,
+        OPERATIONS_ADHOC,
     }
 )
 
@@ -74,7 +77,7 @@ _OPERATOR = (
         SCHEMA_INTROSPECT,
     }
 )
-_ADMIN = _OPERATOR | {ADMIN_ALL_ORGS, ADMIN_SYNC, ADMIN_REVOKE, QUOTA_READ_ORG}
+_ADMIN = _OPERATOR | {ADMIN_ALL_ORGS, ADMIN_SYNC, ADMIN_REVOKE, QUOTA_READ_ORG, OPERATIONS_ADHOC}
 
 DEFAULT_POLICY: Policy = {"viewer": _VIEWER, "user": _USER, "operator": _OPERATOR, "admin": _ADMIN}
 """The role table of DESIGN.md "Roles, permissions, field-level RBAC"."""
@@ -119,8 +122,9 @@ def parse_policy(value: str | bytes | Mapping[str, object]) -> Policy:
 
 
 def with_schema_discovery(policy: Policy) -> Policy:
-    """`policy` with `schema:introspect` added to every role (dev mode's table)."""
-    return {role: permissions | {SCHEMA_INTROSPECT} for role, permissions in policy.items()}
+    """`policy` with `schema:introspect` and `operations:adhoc` added to every role (dev mode's table:
+    GraphiQL sends documents no manifest holds)."""
+    return {role: permissions | {SCHEMA_INTROSPECT, OPERATIONS_ADHOC} for role, permissions in policy.items()}
 
 
 def permissions_for(roles: Iterable[str], policy: Policy) -> frozenset[str]:

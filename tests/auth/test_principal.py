@@ -45,7 +45,13 @@ TABLE = {
         p.SCHEMA_INTROSPECT,
     },
 }
-TABLE["admin"] = TABLE["operator"] | {p.ADMIN_ALL_ORGS, p.ADMIN_SYNC, p.ADMIN_REVOKE, p.QUOTA_READ_ORG}
+TABLE["admin"] = TABLE["operator"] | {
+    p.ADMIN_ALL_ORGS,
+    p.ADMIN_SYNC,
+    p.ADMIN_REVOKE,
+    p.QUOTA_READ_ORG,
+    p.OPERATIONS_ADHOC,
+}
 
 
 def claims(roles: dict[str, dict[str, str]], **extra: Any) -> dict[str, Any]:
@@ -69,6 +75,7 @@ def test_permission_constants_are_the_designed_strings() -> None:
         "admin:revoke",
         "quota:read:org",
         "schema:introspect",
+        "operations:adhoc",
     } == p.ALL_PERMISSIONS
 
 
