@@ -25,6 +25,8 @@ def _event(context: Context, update: StatusUpdate) -> InstanceStatusEvent:
         reason=public_reason(update.event.reason),
         at=update.event.at,
         version=update.event.version,
+        power_state=update.event.power_state,
+        task=update.event.task,
     )
 
 

@@ -21,7 +21,16 @@ from strawberry.types.graphql import OperationType
 from resolvers.catalog import resolve_catalog
 from resolvers.instances import resolve_instance, resolve_instances
 from resolvers.me import resolve_me
-from resolvers.mutations import create_instance, delete_instance, retry_instance, sync_instances
+from resolvers.mutations import (
+    create_instance,
+    delete_instance,
+    reboot_instance,
+    resize_instance,
+    retry_instance,
+    start_instance,
+    stop_instance,
+    sync_instances,
+)
 from resolvers.sessions import revoke_sessions
 from resolvers.subscriptions import instance_status_changed, instance_status_changes
 from schema.active_token import ActiveTokenForWrites
@@ -45,6 +54,8 @@ from services.auth.permissions import (
     ADMIN_SYNC,
     INSTANCE_CREATE,
     INSTANCE_DELETE,
+    INSTANCE_POWER,
+    INSTANCE_RESIZE,
     INSTANCE_RETRY,
 )
 
@@ -80,6 +91,26 @@ class Mutation:
         resolver=retry_instance,
         description="Try a FAILED instance again from the phase that failed.",
         directives=requires(INSTANCE_RETRY),
+    )
+    start_instance: InstancePayload = strawberry.mutation(
+        resolver=start_instance,
+        description="Start a STOPPED ACTIVE instance (task STARTING until the VM runs).",
+        directives=requires(INSTANCE_POWER),
+    )
+    stop_instance: InstancePayload = strawberry.mutation(
+        resolver=stop_instance,
+        description="Stop an ACTIVE instance's VM (task STOPPING until it is off).",
+        directives=requires(INSTANCE_POWER),
+    )
+    reboot_instance: InstancePayload = strawberry.mutation(
+        resolver=reboot_instance,
+        description="Reboot an ACTIVE instance's VM (task REBOOTING until it is back).",
+        directives=requires(INSTANCE_POWER),
+    )
+    resize_instance: InstancePayload = strawberry.mutation(
+        resolver=resize_instance,
+        description="Resize an ACTIVE instance; the disk never shrinks; quotas count the new size.",
+        directives=requires(INSTANCE_RESIZE),
     )
     sync_instances: SyncReport = strawberry.mutation(
         resolver=sync_instances,

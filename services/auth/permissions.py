@@ -25,6 +25,10 @@ INSTANCE_DELETE = "instance:delete"
 INSTANCE_DELETE_ORG = "instance:delete:org"
 """Delete any instance of the org."""
 INSTANCE_RETRY = "instance:retry"
+INSTANCE_POWER = "instance:power"
+"""Start, stop and reboot one's own instances; the org's too where one reads the whole org."""
+INSTANCE_RESIZE = "instance:resize"
+"""Resize one's own instances; the org's too where one reads the whole org."""
 ADMIN_ALL_ORGS = "admin:all-orgs"
 """Act in every org with the permissions held in one's own org (see `principal_from_claims`)."""
 ADMIN_SYNC = "admin:sync"
@@ -44,6 +48,8 @@ ALL_PERMISSIONS: frozenset[str] = frozenset(
         INSTANCE_DELETE,
         INSTANCE_DELETE_ORG,
         INSTANCE_RETRY,
+        INSTANCE_POWER,
+        INSTANCE_RESIZE,
         ADMIN_ALL_ORGS,
         ADMIN_SYNC,
         ADMIN_REVOKE,
@@ -56,7 +62,9 @@ Policy = Mapping[str, frozenset[str]]
 """Role name → the permissions that role grants."""
 
 _VIEWER = frozenset({INSTANCE_READ, INSTANCE_READ_ORG})
-_USER = frozenset({INSTANCE_READ, INSTANCE_READ_NETWORK, INSTANCE_CREATE, INSTANCE_DELETE})
+_USER = frozenset(
+    {INSTANCE_READ, INSTANCE_READ_NETWORK, INSTANCE_CREATE, INSTANCE_DELETE, INSTANCE_POWER, INSTANCE_RESIZE}
+)
 _OPERATOR = (
     _VIEWER
     | _USER
