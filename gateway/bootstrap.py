@@ -128,7 +128,8 @@ class Runtime:
 
     async def hint_task(self, task_id: int) -> None:
         """A Semaphore task may have moved (the webhook): read it now rather than at the next poll."""
-        await self._configuration.hint(task_id)
+        if not await self._configuration.hint(task_id) and self.services.actions is not None:
+            self.services.actions.hint(task_id)  # a reboot's task (actions.yml posts the same hint)
 
     async def refresh_keys(self) -> bool:
         """Fetch the issuer's key set now (within the cache's rate limit); True when one is loaded."""

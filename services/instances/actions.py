@@ -142,6 +142,7 @@ class Actions:
         self._settings = settings
         self._namespace = namespace
         self._reboots: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._pollers: dict[int, TaskPoller] = {}  # Semaphore task id → the reboot waiting for it
 
     # -- what users ask for -------------------------------------------------------------------------
 
@@ -209,6 +210,13 @@ class Actions:
                 logger.warning("settling the task of %s: %s", record.id, error)
             except Exception:  # one instance's trouble must not stop the others'
                 logger.exception("settling the task of %s failed", record.id)
+
+    def hint(self, task_id: int) -> bool:
+        """A verified webhook said Semaphore task `task_id` moved: read it now if a reboot here waits."""
+        poller = self._pollers.get(task_id)
+        if poller is not None:
+            poller.wake()
+        return poller is not None
 
     async def close(self) -> None:
         tasks = list(self._reboots.values())
@@ -359,11 +367,14 @@ class Actions:
                 min_interval=self._settings.min_poll,
                 max_interval=self._settings.max_poll,
             )
+            self._pollers[task_id] = poller
             try:
                 outcome = await poller.wait()
             except SemaphoreRejected as error:
                 await self._fail_task(record, f"Semaphore refused to read task {task_id}: {error}")
                 return
+            finally:
+                self._pollers.pop(task_id, None)
             if isinstance(outcome, PollTimedOut):
                 await self._fail_task(
                     record, f"Semaphore task {task_id} did not finish in time", timed_out=True
