@@ -115,7 +115,7 @@ class InstanceEvent:
             message=sentence(record.reason),
             detail=record.message,
             actor=record.actor,
-            power_state=record.power_state,
+            power_state=reported_power(record.to_status, record.power_state) if record.power_state else None,
             task=record.task,
             org_id=org_id,
         )

@@ -335,9 +335,14 @@ class Actions:
                 return
             generation = generation_of(patched)
             if generation is not None:
-                await self._store.update_fields(
+                waiting = await self._store.update_fields(
                     record.id, expected_version=record.version, changes={"task_generation": generation}
                 )
+                # The controller may have finished before the generation was recorded, and the watch
+                # events that said so were ignored: read the object once more now.
+                current = await self._cluster.get(namespace, name) if waiting is not None else None
+                if waiting is not None and current is not None:
+                    await settle_terraform_task(self._store, waiting, current)
             return
         await self._fail_task(record, "the Terraform object kept changing; the change was not written")
 
