@@ -71,7 +71,10 @@ async def test_a_subscriber_sees_stop_then_start_in_order(gateway: Gateway, peer
 
         stopping = await act(gateway, "stopInstance", instance_id)
         assert stopping["userErrors"] == []
-        assert (stopping["instance"]["status"], stopping["instance"]["task"]) == ("ACTIVE", "STOPPING")
+        # The controller may finish within the mutation (the gateway reads the object once more after
+        # recording the generation), so the payload's task is STOPPING or already over; the order is
+        # what the subscriber sees below.
+        assert stopping["instance"]["status"] == "ACTIVE"
         await idle(gateway, instance_id)
         assert variables_of(peers.terraform(instance_id))["started"] is False
         starting = await act(gateway, "startInstance", instance_id)
