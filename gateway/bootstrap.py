@@ -29,6 +29,7 @@ from services.db.engine import make_engine, make_sessionmaker
 from services.events.bus import EventBus, InProcessBus
 from services.events.hub import Hub
 from services.events.postgres_bus import PostgresBus
+from services.instances.actions import Actions, ActionSettings
 from services.instances.configuration import Configuration, ConfigurationSettings
 from services.instances.internals import InternalsReader
 from services.instances.lifecycle import Lifecycle, Quotas
@@ -134,7 +135,8 @@ class Runtime:
         sees the instance turn ACTIVE can read the summary of the run that made it so."""
         if security is not None and self.services.security is not None:
             await self.services.security.report(task_id, security)
-        await self._configuration.hint(task_id)
+        if not await self._configuration.hint(task_id) and self.services.actions is not None:
+            self.services.actions.hint(task_id)  # a reboot's task (actions.yml posts the same hint)
 
     async def refresh_keys(self) -> bool:
         """Fetch the issuer's key set now (within the cache's rate limit); True when one is loaded."""
@@ -235,19 +237,32 @@ async def build_runtime(
         ),
         configuration,
     )
+    user_quota = Quota(settings.quota_user_instances, settings.quota_user_cpu, settings.quota_user_memory_mib)
+    org_quota = Quota(settings.quota_org_instances, settings.quota_org_cpu, settings.quota_org_memory_mib)
+    actions = Actions(
+        store=store,
+        cluster=cluster,
+        runner=runner,
+        catalog=catalog,
+        user_quota=user_quota,
+        org_quota=org_quota,
+        settings=ActionSettings(
+            actions_template_id=_actions_template(settings, runner),
+            timeout=settings.configuration_timeout_seconds,
+            min_poll=min(1.0, settings.configuration_timeout_seconds),
+            instance_networks=tuple(settings.instance_networks),
+        ),
+        namespace=settings.terraform_namespace,
+    )
     lifecycle = Lifecycle(
         store=store,
         cluster=cluster,
         provisioning=provisioning,
         configuration=configuration,
         catalog=catalog,
-        quotas=Quotas(
-            user=Quota(
-                settings.quota_user_instances, settings.quota_user_cpu, settings.quota_user_memory_mib
-            ),
-            org=Quota(settings.quota_org_instances, settings.quota_org_cpu, settings.quota_org_memory_mib),
-        ),
+        quotas=Quotas(user=user_quota, org=org_quota),
         reconcile_interval=settings.reconcile_interval_seconds,
+        actions=actions,
     )
     revocations = Revocations(
         SqlRevocationStore(engine),
@@ -258,6 +273,7 @@ async def build_runtime(
         catalog=catalog,
         instances=InstanceReader(make_sessionmaker(engine)),
         lifecycle=lifecycle,
+        actions=actions,
         internals=InternalsReader(provisioning, configuration),
         hub=Hub(bus, store.recorded_change, mailbox_limit=settings.subscription_backlog_limit),
         page_limits=PageLimits(default=settings.default_page_size, maximum=settings.max_page_size),
@@ -371,6 +387,13 @@ async def _cluster(settings: Settings) -> Cluster:
     from services.kubernetes.cluster import connect
 
     return await connect(settings.kubeconfig)
+
+
+def _actions_template(settings: Settings, runner: TaskRunner) -> int | None:
+    """Semaphore's template of actions.yml; the simulated Semaphore (dev mode) has one of its own."""
+    if isinstance(runner, SimulatedSemaphore):
+        return runner.actions_template_id
+    return settings.semaphore_actions_template_id
 
 
 def _runner(settings: Settings) -> TaskRunner:

@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     semaphore_token: SecretStr | None = None
     semaphore_project_id: int | None = Field(default=None, ge=1)
     semaphore_template_id: int | None = Field(default=None, ge=1)
+    # Day-2 actions (deploy/modules/ansible/actions.yml): without it, rebootInstance is NOT_CONFIGURED.
+    semaphore_actions_template_id: int | None = Field(default=None, ge=1)
     webhook_secret: SecretStr | None = None
     configuration_timeout_seconds: float = Field(default=1800.0, gt=0)
     reconcile_interval_seconds: float = Field(default=60.0, gt=0)

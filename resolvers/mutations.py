@@ -1,4 +1,5 @@
-"""Create, delete, retry, label, sync: each one lifecycle call; failures of policy come back as userErrors."""
+"""Create, delete, retry, label, sync and the day-2 actions (start, stop, reboot, resize): each one service
+call; failures of policy come back as userErrors."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from resolvers.instances import parse_id
 from schema.context import Context
 from schema.types import CreateInstanceInput, Instance, InstancePayload, LabelInput, SyncReport, UserError
 from services.auth.principal import Principal
+from services.instances.actions import Actions, Outcome
 from services.instances.lifecycle import NOT_FOUND, ActionResult
 from services.instances.policy import CreateRequest
 
@@ -56,6 +58,46 @@ async def retry_instance(info: strawberry.Info[Context, None], id: strawberry.ID
     if instance_id is None:
         return _not_found()
     return _payload(await info.context.services.lifecycle.retry(_principal(info), instance_id))
+
+
+def _outcome(outcome: Outcome) -> InstancePayload:
+    return _payload(ActionResult(outcome.instance, list(outcome.errors)))
+
+
+def _actions(info: strawberry.Info[Context, None]) -> Actions:
+    actions = info.context.services.actions
+    assert actions is not None, "the composition root wires the day-2 actions"
+    return actions
+
+
+async def start_instance(info: strawberry.Info[Context, None], id: strawberry.ID) -> InstancePayload:
+    instance_id = parse_id(id)
+    if instance_id is None:
+        return _not_found()
+    return _outcome(await _actions(info).start(_principal(info), instance_id))
+
+
+async def stop_instance(info: strawberry.Info[Context, None], id: strawberry.ID) -> InstancePayload:
+    instance_id = parse_id(id)
+    if instance_id is None:
+        return _not_found()
+    return _outcome(await _actions(info).stop(_principal(info), instance_id))
+
+
+async def reboot_instance(info: strawberry.Info[Context, None], id: strawberry.ID) -> InstancePayload:
+    instance_id = parse_id(id)
+    if instance_id is None:
+        return _not_found()
+    return _outcome(await _actions(info).reboot(_principal(info), instance_id))
+
+
+async def resize_instance(
+    info: strawberry.Info[Context, None], id: strawberry.ID, flavor: str
+) -> InstancePayload:
+    instance_id = parse_id(id)
+    if instance_id is None:
+        return _not_found()
+    return _outcome(await _actions(info).resize(_principal(info), instance_id, flavor))
 
 
 async def set_instance_labels(

@@ -12,6 +12,7 @@ from schema.errors import BadUserInput, SubscriptionEnded
 from schema.types import Instance, InstanceStatusEvent, StatusChangeFilter
 from services.events.hub import StatusUpdate, SubscriptionClosed
 from services.instances.reasons import public_reason
+from services.instances.states import reported_power
 
 
 def _event(context: Context, update: StatusUpdate) -> InstanceStatusEvent:
@@ -25,6 +26,10 @@ def _event(context: Context, update: StatusUpdate) -> InstanceStatusEvent:
         reason=public_reason(update.event.reason),
         at=update.event.at,
         version=update.event.version,
+        power_state=reported_power(update.event.to_status, update.event.power_state)
+        if update.event.power_state is not None
+        else None,
+        task=update.event.task,
     )
 
 

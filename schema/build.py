@@ -24,8 +24,12 @@ from resolvers.me import resolve_me
 from resolvers.mutations import (
     create_instance,
     delete_instance,
+    reboot_instance,
+    resize_instance,
     retry_instance,
     set_instance_labels,
+    start_instance,
+    stop_instance,
     sync_instances,
 )
 from resolvers.quota import resolve_org_quota, resolve_quota
@@ -55,6 +59,8 @@ from services.auth.permissions import (
     INSTANCE_CREATE,
     INSTANCE_DELETE,
     INSTANCE_LABEL,
+    INSTANCE_POWER,
+    INSTANCE_RESIZE,
     INSTANCE_RETRY,
     QUOTA_READ_ORG,
 )
@@ -116,6 +122,26 @@ class Mutation:
         description="Replace an instance's labels (yours; any of your org's with instance:label:org); they "
         "are copied onto its Terraform object as label.opencsp.io/<key>.",
         directives=requires(INSTANCE_LABEL),
+    )
+    start_instance: InstancePayload = strawberry.mutation(
+        resolver=start_instance,
+        description="Start a STOPPED ACTIVE instance (task STARTING until the VM runs).",
+        directives=requires(INSTANCE_POWER),
+    )
+    stop_instance: InstancePayload = strawberry.mutation(
+        resolver=stop_instance,
+        description="Stop an ACTIVE instance's VM (task STOPPING until it is off).",
+        directives=requires(INSTANCE_POWER),
+    )
+    reboot_instance: InstancePayload = strawberry.mutation(
+        resolver=reboot_instance,
+        description="Reboot an ACTIVE instance's VM (task REBOOTING until it is back).",
+        directives=requires(INSTANCE_POWER),
+    )
+    resize_instance: InstancePayload = strawberry.mutation(
+        resolver=resize_instance,
+        description="Resize an ACTIVE instance; the disk never shrinks; quotas count the new size.",
+        directives=requires(INSTANCE_RESIZE),
     )
     sync_instances: SyncReport = strawberry.mutation(
         resolver=sync_instances,

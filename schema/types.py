@@ -27,7 +27,7 @@ from services.instances.quota_usage import Measure, QuotaUsage
 from services.instances.reading import Page
 from services.instances.reasons import public_reason, sentence
 from services.instances.records import InstanceEventRecord, InstanceRecord
-from services.instances.states import InstanceStatus
+from services.instances.states import InstanceStatus, InstanceTask, PowerState, reported_power
 
 # The domain's enum, registered as a GraphQL enum (Strawberry marks the class; it stays the domain's).
 strawberry.enum(
@@ -38,6 +38,17 @@ strawberry.enum(
 
 strawberry.enum(OrderField, name="InstanceOrderField", description="What a list of instances is sorted by.")
 strawberry.enum(OrderDirection, name="OrderDirection", description="Ascending or descending.")
+
+strawberry.enum(
+    PowerState,
+    name="PowerState",
+    description="Whether the VM runs; UNKNOWN when not ACTIVE or after a failed start, stop or reboot.",
+)
+strawberry.enum(
+    InstanceTask,
+    name="InstanceTask",
+    description="The day-2 action running on an ACTIVE instance; at most one at a time.",
+)
 
 DEFAULT_EVENTS = 20
 
@@ -94,6 +105,10 @@ class InstanceEvent:
     message: str | None = strawberry.field(description=MESSAGE)
     detail: str | None = strawberry.field(description=DETAIL, directives=requires(INSTANCE_READ_INTERNALS))
     actor: str
+    power_state: PowerState | None = strawberry.field(
+        description="The power state after this change (null on events recorded before power control)."
+    )
+    task: InstanceTask | None = strawberry.field(description="The task running after this change.")
     org_id: strawberry.Private[str]  # the instance's: `@requires` is checked in that org
 
     @classmethod
@@ -106,6 +121,8 @@ class InstanceEvent:
             message=sentence(record.reason),
             detail=record.message,
             actor=record.actor,
+            power_state=reported_power(record.to_status, record.power_state) if record.power_state else None,
+            task=record.task,
             org_id=org_id,
         )
 
@@ -170,6 +187,8 @@ class Instance:
     memory_mib: int
     disk_gib: int
     status: InstanceStatus
+    power_state: PowerState = strawberry.field(description="Whether the VM runs (status says where it is).")
+    task: InstanceTask | None = strawberry.field(description="The action running now; null when idle.")
     status_reason: str | None = strawberry.field(description=REASON)
     status_message: str | None = strawberry.field(description=MESSAGE)
     status_detail: str | None = strawberry.field(
@@ -286,6 +305,8 @@ class Instance:
             memory_mib=record.memory_mib,
             disk_gib=record.disk_gib,
             status=record.status,
+            power_state=reported_power(record.status, record.power_state),
+            task=record.task,
             status_reason=public_reason(record.status_reason),
             status_message=sentence(record.status_reason),
             status_detail=record.status_message,
@@ -466,7 +487,9 @@ class Me:
     token_expires_at: datetime
 
 
-@strawberry.type(description="An instance changed status.")
+@strawberry.type(
+    description="An instance changed: its status, or (with `from` equal to `to`) its power state or task."
+)
 class InstanceStatusEvent:
     instance: Instance
     from_status: InstanceStatus | None = strawberry.field(name="from")
@@ -474,6 +497,8 @@ class InstanceStatusEvent:
     reason: str | None = strawberry.field(description=REASON)
     at: datetime
     version: int
+    power_state: PowerState | None = strawberry.field(description="The power state after this change.")
+    task: InstanceTask | None = strawberry.field(description="The task running after this change.")
 
 
 @strawberry.input(description="Which status changes to receive; all given conditions must hold.")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from services.auth.revocation import Revocations
 from services.catalog import Catalog
 from services.events.hub import Hub
+from services.instances.actions import Actions
 from services.instances.internals import InternalsReader
 from services.instances.lifecycle import Lifecycle
 from services.instances.reading import InstanceReader
@@ -29,3 +30,5 @@ class Services:
     page_limits: PageLimits
     revocations: Revocations | None = None
     security: SecurityStore | None = None
+
+    actions: Actions | None = None  # day-2 actions; None in tests that build Services by hand

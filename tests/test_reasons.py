@@ -100,3 +100,29 @@ def test_the_module_is_pure() -> None:
         for alias in node.names
     }
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+def test_every_reason_a_day2_task_records_is_in_the_table() -> None:
+    """`begin_task` / `end_task` name constants of the table too: directly, in both branches of a
+    conditional, or through `actions.REQUESTED`, whose values are checked here."""
+    from services.instances.actions import REQUESTED
+
+    assert set(REQUESTED.values()) <= set(CONSTANTS.values())
+
+    def named(value: ast.expr) -> bool:
+        if isinstance(value, ast.IfExp):
+            return named(value.body) and named(value.orelse)
+        if isinstance(value, ast.Subscript):
+            return isinstance(value.value, ast.Name) and value.value.id == "REQUESTED"
+        return isinstance(value, ast.Attribute) and value.attr in CONSTANTS
+
+    checked = 0
+    for path in (ROOT / "services" / "instances").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            if node.func.attr in ("begin_task", "end_task"):
+                (value,) = [k.value for k in node.keywords if k.arg == "reason"]
+                assert named(value), f"{path.name}:{node.lineno}: reason={ast.unparse(value)}"
+                checked += 1
+    assert checked >= 4

@@ -29,6 +29,11 @@ INSTANCE_LABEL = "instance:label"
 """Set the labels of one's own instances (`setInstanceLabels`)."""
 INSTANCE_LABEL_ORG = "instance:label:org"
 """Set the labels of any instance of the org."""
+
+INSTANCE_POWER = "instance:power"
+"""Start, stop and reboot one's own instances; the org's too where one reads the whole org."""
+INSTANCE_RESIZE = "instance:resize"
+"""Resize one's own instances; the org's too where one reads the whole org."""
 ADMIN_ALL_ORGS = "admin:all-orgs"
 """Act in every org with the permissions held in one's own org (see `principal_from_claims`)."""
 ADMIN_SYNC = "admin:sync"
@@ -52,6 +57,8 @@ ALL_PERMISSIONS: frozenset[str] = frozenset(
         INSTANCE_RETRY,
         INSTANCE_LABEL,
         INSTANCE_LABEL_ORG,
+        INSTANCE_POWER,
+        INSTANCE_RESIZE,
         ADMIN_ALL_ORGS,
         ADMIN_SYNC,
         ADMIN_REVOKE,
@@ -65,7 +72,17 @@ Policy = Mapping[str, frozenset[str]]
 """Role name → the permissions that role grants."""
 
 _VIEWER = frozenset({INSTANCE_READ, INSTANCE_READ_ORG})
-_USER = frozenset({INSTANCE_READ, INSTANCE_READ_NETWORK, INSTANCE_CREATE, INSTANCE_DELETE, INSTANCE_LABEL})
+_USER = frozenset(
+    {
+        INSTANCE_READ,
+        INSTANCE_READ_NETWORK,
+        INSTANCE_CREATE,
+        INSTANCE_DELETE,
+        INSTANCE_LABEL,
+        INSTANCE_POWER,
+        INSTANCE_RESIZE,
+    }
+)
 _OPERATOR = (
     _VIEWER
     | _USER

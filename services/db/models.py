@@ -22,7 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from services.instances.states import InstanceStatus
+from services.instances.states import InstanceStatus, InstanceTask, PowerState
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -71,6 +71,12 @@ status_type = Enum(
 )
 
 
+# Day-2 state (issue 14): plain strings in the database, the domain's enums in Python; no CHECK
+# constraint, so a later power state or task needs no table rebuild on SQLite.
+power_type = Enum(PowerState, name="power_state", native_enum=False, create_constraint=False, length=16)
+task_type = Enum(InstanceTask, name="instance_task", native_enum=False, create_constraint=False, length=16)
+
+
 class InstanceRow(Base):
     """The `instances` table; the rest of the code reads it as `InstanceRecord`."""
 
@@ -103,6 +109,14 @@ class InstanceRow(Base):
     active_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    power_state: Mapped[PowerState] = mapped_column(
+        power_type, default=PowerState.RUNNING, server_default=PowerState.RUNNING.value
+    )
+    task: Mapped[InstanceTask | None] = mapped_column(task_type, default=None)
+    # The Terraform object's metadata.generation a start, stop or resize waits to see Ready.
+    task_generation: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # The Semaphore task of a reboot (the actions template); semaphore_task_id stays post-provisioning's.
+    action_task_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
     __table_args__ = (
         # Newest-first pagination walks this index; the id breaks ties between equal timestamps.
@@ -142,6 +156,9 @@ class InstanceEventRow(Base):
     message: Mapped[str | None] = mapped_column(Text, default=None)
     actor: Mapped[str] = mapped_column(String(255))
     version: Mapped[int] = mapped_column(Integer)
+    # The power state and task after this change (day-2 actions record events with status unchanged).
+    power_state: Mapped[PowerState | None] = mapped_column(power_type, default=None)
+    task: Mapped[InstanceTask | None] = mapped_column(task_type, default=None)
 
     __table_args__ = (Index("ix_instance_events_instance_id_at", "instance_id", "at", "id"),)
 

@@ -7,8 +7,10 @@ from services.auth.permissions import (
     INSTANCE_DELETE_ORG,
     INSTANCE_LABEL,
     INSTANCE_LABEL_ORG,
+    INSTANCE_POWER,
     INSTANCE_READ,
     INSTANCE_READ_ORG,
+    INSTANCE_RESIZE,
     INSTANCE_RETRY,
 )
 from services.auth.principal import Principal
@@ -54,3 +56,20 @@ def may_label(principal: Principal, instance: InstanceRecord) -> bool:
         and instance.org_id == principal.org_id
         and principal.has(INSTANCE_LABEL, instance.org_id)
     )
+
+
+def _may_act(principal: Principal, instance: InstanceRecord, permission: str) -> bool:
+    """Day-2 actions: on one's own instances, and on the org's where one reads the whole org (an
+    operator); the permission must hold in the instance's org either way."""
+    if not principal.has(permission, instance.org_id):
+        return False
+    own = instance.owner_sub == principal.sub and instance.org_id == principal.org_id
+    return own or principal.has(INSTANCE_READ_ORG, instance.org_id)
+
+
+def may_power(principal: Principal, instance: InstanceRecord) -> bool:
+    return _may_act(principal, instance, INSTANCE_POWER)
+
+
+def may_resize(principal: Principal, instance: InstanceRecord) -> bool:
+    return _may_act(principal, instance, INSTANCE_RESIZE)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from services.auth.principal import Principal
 from services.catalog import Catalog
 from services.instances.access import may_delete, may_label, may_retry, visibility_of
+from services.instances.actions import Actions
 from services.instances.configuration import Configuration
 from services.instances.policy import CreateRequest, UserError, labels_errors, validate_create
 from services.instances.ports import Cluster
@@ -73,6 +74,7 @@ class Lifecycle:
         catalog: Catalog,
         quotas: Quotas,
         reconcile_interval: float = 60.0,
+        actions: Actions | None = None,
     ) -> None:
         self.store = store
         self.cluster = cluster
@@ -81,6 +83,7 @@ class Lifecycle:
         self.catalog = catalog
         self.quotas = quotas
         self.reconcile_interval = reconcile_interval
+        self.actions = actions
         self.watch_health = WatchHealth()
         self._reconciled = False  # the first reconcile is start-up's
 
@@ -155,6 +158,7 @@ class Lifecycle:
             START_DELETING,
             actor=principal.sub,
             reason=DELETE_REQUESTED,
+            changes={"task": None, "task_generation": None},  # a running action ends with the VM
         )
         if deleting is not None:
             self.configuration.stop(instance_id)
@@ -237,6 +241,8 @@ class Lifecycle:
                 logger.warning("reconciling %s: %s", record.id, error)
             except Exception:  # one instance's trouble must not stop the others' reconcile
                 logger.exception("reconciling %s failed", record.id)
+        if self.actions is not None:
+            await self.actions.reconcile()
 
     async def sync(self) -> SyncReport:
         """Admin: compare the cluster with the database, report the differences and fix what drifted."""
@@ -284,6 +290,8 @@ class Lifecycle:
 
     async def close(self) -> None:
         await self.configuration.close()
+        if self.actions is not None:
+            await self.actions.close()
 
     async def _reconcile_forever(self) -> None:
         while True:

@@ -33,6 +33,10 @@ class Cluster(Protocol):
 
     async def patch_labels(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> None: ...
 
+    async def set_vars(
+        self, namespace: str, name: str, variables: list[dict[str, Any]], *, resource_version: str
+    ) -> dict[str, Any]: ...
+
     async def read_outputs(self, namespace: str, secret_name: str) -> dict[str, Any] | None: ...
 
     async def list(
@@ -55,10 +59,12 @@ class TaskRunner(Protocol):
     """Semaphore's tasks. Failures are `services.semaphore.errors.SemaphoreError`s."""
 
     async def start_task(
-        self, environment: Mapping[str, str], *, start_key: str | None = None
+        self, environment: Mapping[str, str], *, start_key: str | None = None, template_id: int | None = None
     ) -> SemaphoreTask: ...
 
-    async def find_task(self, start_key: str, *, attempts: int | None = None) -> SemaphoreTask | None: ...
+    async def find_task(
+        self, start_key: str, *, attempts: int | None = None, template_id: int | None = None
+    ) -> SemaphoreTask | None: ...
 
     async def get_task(self, task_id: int) -> SemaphoreTask: ...
 

@@ -17,6 +17,7 @@ from typing import Any
 from services.auth.principal import SYSTEM
 from services.catalog import Catalog
 from services.instances import reasons
+from services.instances.actions import settle_terraform_task
 from services.instances.configuration import Configuration
 from services.instances.labels import OBJECT_LABEL_PREFIX, object_labels
 from services.instances.ports import Cluster
@@ -190,6 +191,9 @@ class Provisioning:
 
     async def apply(self, record: InstanceRecord, obj: Mapping[str, Any]) -> None:
         signal = signal_of(obj)
+        if not signal.deleting and record.status is InstanceStatus.ACTIVE and record.task is not None:
+            await settle_terraform_task(self._store, record, obj)  # a start, stop or resize may have ended
+            return
         if signal.deleting or record.status not in PROVISIONING_PHASE:
             return
         # The condition's reason and message are tofu-controller's words: only a reason of the table is

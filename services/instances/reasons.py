@@ -58,6 +58,25 @@ TEMPLATE_GENERATION_FAILED: Final = "TemplateGenerationFailed"
 VARS_GENERATION_FAILED: Final = "VarsGenerationFailed"
 WORKSPACE_SELECT_FAILED: Final = "SelectWorkspaceFailed"
 
+# -- day-2 actions (start, stop, reboot, resize): the task's start and its end ---------------------------
+START_REQUESTED: Final = "StartRequested"
+STOP_REQUESTED: Final = "StopRequested"
+REBOOT_REQUESTED: Final = "RebootRequested"
+RESIZE_REQUESTED: Final = "ResizeRequested"
+ACTION_SUCCEEDED: Final = "ActionSucceeded"
+ACTION_FAILED: Final = "ActionFailed"
+ACTION_TIMEOUT: Final = "ActionTimeout"
+
+ACTION_SENTENCES: Final[dict[str, str]] = {
+    START_REQUESTED: "A start was requested; the virtual machine is being started.",
+    STOP_REQUESTED: "A stop was requested; the virtual machine is being stopped.",
+    REBOOT_REQUESTED: "A reboot was requested; the virtual machine is being rebooted.",
+    RESIZE_REQUESTED: "A resize was requested; the virtual machine is being resized.",
+    ACTION_SUCCEEDED: "The requested action finished.",
+    ACTION_FAILED: "The requested action failed; the instance stays active.",
+    ACTION_TIMEOUT: "The requested action did not finish in time; the instance stays active.",
+}
+
 CONFIGURATION_REASONS: Final = frozenset(
     {CONFIGURATION_FAILED, CONFIGURATION_TIMEOUT, CONFIGURATION_REJECTED}
 )
@@ -105,6 +124,7 @@ SENTENCES: Final[dict[str, str]] = {
     TEMPLATE_GENERATION_FAILED: _PROVISIONING_FAILED,
     VARS_GENERATION_FAILED: "The virtual machine's settings could not be prepared.",
     WORKSPACE_SELECT_FAILED: _PROVISIONING_FAILED,
+    **ACTION_SENTENCES,
 }
 
 KNOWN: Final = frozenset(SENTENCES)

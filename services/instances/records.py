@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.instances.states import InstanceStatus
+from services.instances.states import InstanceStatus, InstanceTask, PowerState
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,11 @@ class InstanceRecord:
     active_at: datetime | None
     deleted_at: datetime | None
     version: int
+    # Day-2 state (states.py); defaults so records built by hand (tests) need not name them.
+    power_state: PowerState = PowerState.RUNNING
+    task: InstanceTask | None = None
+    task_generation: int | None = None
+    action_task_id: int | None = None
 
     @classmethod
     def from_mapping(cls, row: Any) -> InstanceRecord:
@@ -63,6 +68,8 @@ class InstanceEventRecord:
     message: str | None
     actor: str
     version: int
+    power_state: PowerState | None
+    task: InstanceTask | None
 
     @classmethod
     def from_mapping(cls, row: Any) -> InstanceEventRecord:
@@ -84,3 +91,6 @@ class StatusChanged:
     at: datetime
     version: int
     event_id: int  # the instance_events row: lets a listener that lost its connection find what it missed
+    # After the change; not on the wire (services/events/model.py): the hub re-reads them with the event.
+    power_state: PowerState | None = None
+    task: InstanceTask | None = None

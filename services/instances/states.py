@@ -95,3 +95,83 @@ TRANSITIONS: tuple[Transition, ...] = (
 def moves_from(status: InstanceStatus) -> frozenset[InstanceStatus]:
     """Every status the state machine may move an instance in `status` to."""
     return frozenset(move.to for move in TRANSITIONS if move.allows(status))
+
+
+# -- day-2 operations: power state and task (beside the status, as OpenStack keeps vm_state/task_state) --
+#
+# `status` stays the lifecycle above. A running instance also has a power state (what the VM is doing)
+# and at most one task (what the gateway is doing to it). A task starts only on an ACTIVE instance with
+# no task, as one compare-and-set, so two replicas asking at once cannot both win; when it ends the task
+# clears and the status is still ACTIVE, whether the action worked or not.
+#
+#   ACTIVE, task=None ─stop─► STOPPING ─Ready for the new generation─► task=None, STOPPED
+#                     ─start─► STARTING ─────────── " ──────────────► task=None, RUNNING
+#                     ─resize─► RESIZING ────────── " ──────────────► task=None, (power unchanged)
+#                     ─reboot─► REBOOTING ─the Semaphore task ends──► task=None, RUNNING
+#   any task ─fails─► task=None, power UNKNOWN (start/stop/reboot) or unchanged (resize)
+
+
+class PowerState(enum.StrEnum):
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    UNKNOWN = "UNKNOWN"
+
+
+class InstanceTask(enum.StrEnum):
+    STARTING = "STARTING"
+    STOPPING = "STOPPING"
+    REBOOTING = "REBOOTING"
+    RESIZING = "RESIZING"
+
+
+class Action(enum.StrEnum):
+    START = "start"
+    STOP = "stop"
+    REBOOT = "reboot"
+    RESIZE = "resize"
+
+
+TASK_OF: dict[Action, InstanceTask] = {
+    Action.START: InstanceTask.STARTING,
+    Action.STOP: InstanceTask.STOPPING,
+    Action.REBOOT: InstanceTask.REBOOTING,
+    Action.RESIZE: InstanceTask.RESIZING,
+}
+
+# Tasks that end when the Terraform object is Ready for the generation they asked for.
+TERRAFORM_TASKS = frozenset({InstanceTask.STARTING, InstanceTask.STOPPING, InstanceTask.RESIZING})
+
+ACTIONABLE_STATUSES = frozenset({InstanceStatus.ACTIVE})
+
+INSTANCE_BUSY = "INSTANCE_BUSY"
+INVALID_STATE = "INVALID_STATE"
+
+
+def action_refusal(status: InstanceStatus, task: InstanceTask | None) -> str | None:
+    """Why an action may not start now (a userError code), or None when it may. Busy wins: an instance
+    being resized is busy, whatever its status."""
+    if task is not None:
+        return INSTANCE_BUSY
+    if status not in ACTIONABLE_STATUSES:
+        return INVALID_STATE
+    return None
+
+
+def power_after(task: InstanceTask, before: PowerState, *, succeeded: bool) -> PowerState:
+    """The power state once `task` ends. A failed start, stop or reboot leaves the VM in a state nobody
+    confirmed; a failed resize did not touch its power."""
+    if task is InstanceTask.RESIZING:
+        return before
+    if not succeeded:
+        return PowerState.UNKNOWN
+    return PowerState.STOPPED if task is InstanceTask.STOPPING else PowerState.RUNNING
+
+
+def started_for(action: Action) -> bool | None:
+    """The Terraform module's `started` variable an action sets; None: the action leaves it alone."""
+    return {Action.START: True, Action.STOP: False}.get(action)
+
+
+def reported_power(status: InstanceStatus, power: PowerState) -> PowerState:
+    """What readers see: only an ACTIVE instance has a VM whose power state the gateway tracks."""
+    return power if status is InstanceStatus.ACTIVE else PowerState.UNKNOWN

@@ -24,7 +24,17 @@ from services.db.models import InstanceEventRow, InstanceLabelRow, InstanceRow, 
 from services.instances.ports import EventPublisher
 from services.instances.reading import INSTANCE_COLUMNS
 from services.instances.records import InstanceRecord, StatusChanged
-from services.instances.states import LIVE_STATUSES, UNFINISHED_STATUSES, InstanceStatus, Transition
+from services.instances.states import (
+    INSTANCE_BUSY,
+    INVALID_STATE,
+    LIVE_STATUSES,
+    UNFINISHED_STATUSES,
+    InstanceStatus,
+    InstanceTask,
+    PowerState,
+    Transition,
+    action_refusal,
+)
 
 CAS_ATTEMPTS = 8
 logger = logging.getLogger(__name__)
@@ -78,6 +88,14 @@ class NameTaken:
     name: str
 
 
+class _Busy(Exception):
+    """Lost the race for a task: leave the transaction (rolled back) with the refusal's code."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 @dataclass(frozen=True, slots=True)
 class Inserted:
     record: InstanceRecord
@@ -129,6 +147,8 @@ class InstanceStore:
                 InstanceEventRow.reason.label("event_reason"),
                 InstanceEventRow.at.label("event_at"),
                 InstanceEventRow.version.label("event_version"),
+                InstanceEventRow.power_state.label("event_power_state"),
+                InstanceEventRow.task.label("event_task"),
             )
             .join(InstanceEventRow, InstanceEventRow.instance_id == InstanceRow.id)
             .where(InstanceEventRow.id == event_id, InstanceRow.id == instance_id)
@@ -148,6 +168,8 @@ class InstanceStore:
             reason=row["event_reason"],
             at=row["event_at"],
             version=row["event_version"],
+            power_state=row["event_power_state"],
+            task=row["event_task"],
         )
         return record, change
 
@@ -322,6 +344,171 @@ class InstanceStore:
             )
         return InstanceRecord.from_mapping(row) if row else None
 
+    # -- day-2 tasks: the same compare-and-set with its event, on the task instead of the status -------
+
+    async def begin_task(
+        self,
+        instance_id: uuid.UUID,
+        task: InstanceTask,
+        *,
+        actor: str,
+        reason: str,
+        changes: Mapping[str, object] | None = None,
+        resize_quota: tuple[Quota, Quota] | None = None,
+    ) -> InstanceRecord | str | QuotaExceeded | None:
+        """Start `task` if the instance is ACTIVE and idle: the record, or the refusal's code
+        (`INSTANCE_BUSY`, `INVALID_STATE`), or None when there is no such instance.
+
+        One conditional UPDATE (`task IS NULL AND status = 'ACTIVE'`) decides, so of two replicas asking at
+        once exactly one wins. With `resize_quota` (user's, org's) the new size in `changes` is checked in
+        the same serialized transaction create uses, counting this instance at its new size."""
+        try:
+            async with serialized_transaction(self._engine) as connection:
+                current = await self._locked_row(connection, instance_id, resize_quota is not None)
+                if current is None:
+                    return None
+                refused = action_refusal(current.status, current.task)
+                if refused is not None:
+                    return refused
+                if resize_quota is not None:
+                    exceeded = await self._resize_exceeds(connection, current, changes or {}, resize_quota)
+                    if exceeded is not None:
+                        return exceeded
+                row = (
+                    (
+                        await connection.execute(
+                            update(InstanceRow)
+                            .where(
+                                InstanceRow.id == instance_id,
+                                InstanceRow.task.is_(None),
+                                InstanceRow.status == InstanceStatus.ACTIVE,
+                            )
+                            .values(
+                                {
+                                    **(changes or {}),
+                                    "task": task,
+                                    "status_reason": reason,
+                                    "status_message": None,
+                                    "task_generation": None,
+                                    "action_task_id": None,
+                                    "updated_at": utcnow(),
+                                    "version": InstanceRow.version + 1,
+                                }
+                            )
+                            .returning(*INSTANCE_COLUMNS)
+                        )
+                    )
+                    .mappings()
+                    .first()
+                )
+                if row is None:  # another writer started a task (or moved the status) first
+                    return await self._refusal_now(connection, instance_id)
+                record = InstanceRecord.from_mapping(row)
+                event = await self._record_event(connection, record, current.status, actor, None)
+        except _Busy as busy:
+            return busy.code
+        self._committed(event)
+        return record
+
+    async def end_task(
+        self,
+        instance_id: uuid.UUID,
+        task: InstanceTask,
+        *,
+        actor: str,
+        reason: str,
+        message: str | None,
+        power_state: PowerState,
+        when: Callable[[InstanceRecord], bool] | None = None,
+    ) -> InstanceRecord | None:
+        """End `task` (clear it, set the power state) with its event; None when the instance no longer
+        has that task (another replica ended it, or it was deleted) or `when` does not hold."""
+        for _ in range(CAS_ATTEMPTS):
+            current = await self.get(instance_id)
+            if current is None or current.task is not task:
+                return None
+            if when is not None and not when(current):
+                return None
+            async with self._engine.begin() as connection:
+                row = (
+                    (
+                        await connection.execute(
+                            update(InstanceRow)
+                            .where(InstanceRow.id == instance_id, InstanceRow.version == current.version)
+                            .values(
+                                task=None,
+                                power_state=power_state,
+                                status_reason=reason,
+                                status_message=message,
+                                updated_at=utcnow(),
+                                version=current.version + 1,
+                            )
+                            .returning(*INSTANCE_COLUMNS)
+                        )
+                    )
+                    .mappings()
+                    .first()
+                )
+                if row is None:
+                    continue
+                record = InstanceRecord.from_mapping(row)
+                event = await self._record_event(connection, record, current.status, actor, message)
+            self._committed(event)
+            return record
+        return None
+
+    async def busy(self) -> list[InstanceRecord]:
+        """Instances with a task: what start-up and the periodic reconcile settle besides `unfinished`."""
+        query = select(*INSTANCE_COLUMNS).where(InstanceRow.task.is_not(None))
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [InstanceRecord.from_mapping(row) for row in rows]
+
+    async def _locked_row(
+        self, connection: AsyncConnection, instance_id: uuid.UUID, org_lock: bool
+    ) -> InstanceRecord | None:
+        query = select(*INSTANCE_COLUMNS).where(InstanceRow.id == instance_id)
+        current_row = (await connection.execute(query)).mappings().first()
+        if current_row is None:
+            return None
+        current = InstanceRecord.from_mapping(current_row)
+        if org_lock and self._postgres:
+            # The lock of create's quota check: a resize and a create of one org cannot interleave.
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(7411, hashtext(:org))"), {"org": current.org_id}
+            )
+            current = InstanceRecord.from_mapping((await connection.execute(query)).mappings().one())
+        return current
+
+    async def _resize_exceeds(
+        self,
+        connection: AsyncConnection,
+        current: InstanceRecord,
+        changes: Mapping[str, object],
+        quotas: tuple[Quota, Quota],
+    ) -> QuotaExceeded | None:
+        cpu, memory = changes.get("cpu", current.cpu), changes.get("memory_mib", current.memory_mib)
+        assert isinstance(cpu, int)
+        assert isinstance(memory, int)
+        for scope, quota, owner in (("user", quotas[0], current.owner_sub), ("org", quotas[1], None)):
+            usage = await self._usage(connection, current.org_id, owner)
+            # Counted as create counts a new instance: everything else, plus this one at its new size.
+            others = Usage(
+                usage.instances - 1, usage.cpu - current.cpu, usage.memory_mib - current.memory_mib
+            )
+            exceeded = _exceeds(scope, quota, others, cpu, memory)
+            if exceeded is not None:
+                in_use = {"instances": usage.instances, "cpu": usage.cpu, "memory": usage.memory_mib}
+                return QuotaExceeded(scope, exceeded.resource, exceeded.limit, in_use[exceeded.resource])
+        return None
+
+    async def _refusal_now(self, connection: AsyncConnection, instance_id: uuid.UUID) -> str:
+        query = select(InstanceRow.status, InstanceRow.task).where(InstanceRow.id == instance_id)
+        found = (await connection.execute(query)).first()
+        if found is None:
+            raise _Busy(INVALID_STATE)
+        raise _Busy(action_refusal(found.status, found.task) or INSTANCE_BUSY)
+
     async def _record_event(
         self,
         connection: AsyncConnection,
@@ -343,6 +530,8 @@ class InstanceStore:
                     message=message,
                     actor=actor,
                     version=record.version,
+                    power_state=record.power_state,
+                    task=record.task,
                 )
                 .returning(InstanceEventRow.id)
             )
@@ -357,6 +546,8 @@ class InstanceStore:
             reason=record.status_reason,
             at=at,
             version=record.version,
+            power_state=record.power_state,
+            task=record.task,
         )
         await self._bus.stage(connection, event)
         return event

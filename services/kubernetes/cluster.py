@@ -132,6 +132,19 @@ class TerraformCluster:
                 GROUP, VERSION, namespace, PLURAL, name, body, _content_type="application/merge-patch+json"
             )
 
+    async def set_vars(
+        self, namespace: str, name: str, variables: list[dict[str, Any]], *, resource_version: str
+    ) -> dict[str, Any]:
+        """Replace the object's `spec.vars` by a JSON merge patch that carries the resourceVersion it was
+        read at: the API server refuses it (409, `ClusterConflict`) if anyone wrote the object since, so
+        a concurrent write is never lost. The answer carries the new `metadata.generation`."""
+        body = {"metadata": {"resourceVersion": resource_version}, "spec": {"vars": variables}}
+        with _api_errors(f"patch terraform {namespace}/{name}"):
+            patched: dict[str, Any] = await self._custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+                GROUP, VERSION, namespace, PLURAL, name, body, _content_type="application/merge-patch+json"
+            )
+            return patched
+
     async def read_outputs(self, namespace: str, secret_name: str) -> dict[str, Any] | None:
         """The module's outputs (see `outputs.parse_outputs`), or None while the Secret does not exist."""
         try:

@@ -62,6 +62,8 @@ class TerraformSpec:
     # The user's labels as they go onto the object, already prefixed (`services.instances.labels`).
     extra_labels: tuple[tuple[str, str], ...] = ()
 
+    started: bool = True  # the module's `started`: the VM's desired power state (start/stop)
+
     @property
     def object_name(self) -> str:
         return terraform_object_name(self.instance_id)
@@ -82,6 +84,7 @@ def build_terraform_object(spec: TerraformSpec) -> dict[str, Any]:
         {"name": "memory", "value": spec.memory_mib},
         {"name": "disk", "value": spec.disk_gib},
         {"name": "template", "value": spec.template},
+        {"name": "started", "value": spec.started},
     ]
     if spec.ssh_public_key:
         variables.append({"name": "ssh_public_key", "value": spec.ssh_public_key})
@@ -120,3 +123,25 @@ def instance_id_of(obj: dict[str, Any]) -> str | None:
     labels = obj.get("metadata", {}).get("labels") or {}
     value = labels.get(INSTANCE_ID_LABEL)
     return value if isinstance(value, str) else None
+
+
+def with_vars(obj: dict[str, Any], changes: dict[str, Any]) -> list[dict[str, Any]]:
+    """The object's `spec.vars` with `changes` (module variable → value) applied, in their order; a
+    variable the object lacks (made before it existed) is appended. What a day-2 action writes back."""
+    variables = [dict(v) for v in (obj.get("spec") or {}).get("vars") or [] if isinstance(v, dict)]
+    left = dict(changes)
+    for variable in variables:
+        if variable.get("name") in left:
+            variable["value"] = left.pop(str(variable["name"]))
+    variables.extend({"name": name, "value": value} for name, value in left.items())
+    return variables
+
+
+def generation_of(obj: dict[str, Any]) -> int | None:
+    value = (obj.get("metadata") or {}).get("generation")
+    return value if isinstance(value, int) else None
+
+
+def observed_generation_of(obj: dict[str, Any]) -> int | None:
+    value = (obj.get("status") or {}).get("observedGeneration")
+    return value if isinstance(value, int) else None

@@ -136,13 +136,16 @@ class SemaphoreClient:
             raise SemaphoreProtocolError("task list is not an array")
         return [SemaphoreTask.from_api(item) for item in data]
 
-    async def find_task(self, start_key: str, *, attempts: int | None = None) -> SemaphoreTask | None:
-        """The newest task of our template started with ``start_key``, if Semaphore still lists it."""
+    async def find_task(
+        self, start_key: str, *, attempts: int | None = None, template_id: int | None = None
+    ) -> SemaphoreTask | None:
+        """The newest task of our template (or `template_id`) started with ``start_key``, if Semaphore
+        still lists it."""
+        template = template_id or self.template_id
         found = [
             task
             for task in await self.last_tasks(attempts=attempts)
-            if task.template_id == self.template_id
-            and task.environment_vars().get(START_KEY_VAR) == start_key
+            if task.template_id == template and task.environment_vars().get(START_KEY_VAR) == start_key
         ]
         return max(found, key=lambda task: task.id) if found else None
 
@@ -159,18 +162,20 @@ class SemaphoreClient:
     # -- start -----------------------------------------------------------------------------------
 
     async def start_task(
-        self, environment: Mapping[str, str], *, start_key: str | None = None
+        self, environment: Mapping[str, str], *, start_key: str | None = None, template_id: int | None = None
     ) -> SemaphoreTask:
-        """Queue a run of the template with ``environment`` as its extra vars; at most one per key.
+        """Queue a run of the template (ours, or `template_id`: the day-2 actions template) with
+        ``environment`` as its extra vars; at most one per key.
 
         Without ``start_key`` a fresh one is drawn, which protects this call's own retries only.
         """
+        template = template_id or self.template_id
         key = start_key or uuid.uuid4().hex
         existing = environment.get(START_KEY_VAR)
         if existing is not None and existing != key:
             raise ValueError(f"environment already holds {START_KEY_VAR} with another value")
         body = {
-            "template_id": self.template_id,
+            "template_id": template,
             "environment": json.dumps({**environment, START_KEY_VAR: key}, sort_keys=True),
         }
         path = self._tasks_path
@@ -182,7 +187,7 @@ class SemaphoreClient:
                 # The last POST may have queued the task: look before starting another.
                 try:
                     # One try only: the outer loop already retries, so time stays bounded.
-                    found = await self.find_task(key, attempts=1)
+                    found = await self.find_task(key, attempts=1, template_id=template)
                 except SemaphoreRejected:
                     raise
                 except SemaphoreError as exc:
@@ -211,7 +216,7 @@ class SemaphoreClient:
                 raise
             # One last look, so a task queued by a late answer is not left unknown to the caller.
             try:
-                found = await self.find_task(key, attempts=1)
+                found = await self.find_task(key, attempts=1, template_id=template)
             except SemaphoreError:
                 found = None
             if found is None:

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from services.kubernetes.errors import (
+    ClusterConflict,
     ClusterGone,
     ClusterInvalid,
     ClusterNotFound,
@@ -91,11 +92,14 @@ class SimulatedCluster:
         fail_provisioning_prefix: str | None = "fail-prov",
         fail_attempts: int | None = 1,
         history_limit: int = 10_000,
+        fail_actions_prefix: str | None = "fail-act",
     ) -> None:
         if step_delay < 0 or history_limit < 1:
             raise ValueError("need step_delay >= 0 and history_limit >= 1")
         self.step_delay = step_delay
         self.failures = FailurePlan(fail_provisioning_prefix, fail_attempts)
+        # A change of the module variables (start, stop, resize) of a VM with this prefix fails once.
+        self.action_failures = FailurePlan(fail_actions_prefix, 1)
         self._objects: dict[Key, dict[str, Any]] = {}
         self._secrets: dict[Key, dict[str, Any]] = {}
         self._rv = 100
@@ -206,6 +210,33 @@ class SimulatedCluster:
 
         self._update(key, relabel, while_deleting=True)
 
+    async def set_vars(
+        self, namespace: str, name: str, variables: list[dict[str, Any]], *, resource_version: str
+    ) -> dict[str, Any]:
+        """Replace `spec.vars` if the object is still at `resource_version` (else 409, as the API server
+        answers a merge patch carrying a stale one). A spec change is a new generation, which the
+        controller plans and applies: new generation → plan → apply → Ready, observedGeneration caught up."""
+        what = f"patch terraform {namespace}/{name}"
+        self._check_open(what)
+        key = (namespace, name)
+        obj = self._objects.get(key)
+        if obj is None:
+            raise ClusterNotFound(f"{what}: 404 Not Found", status=404)
+        if obj["metadata"].get("resourceVersion") != resource_version:
+            raise ClusterConflict(f"{what}: 409 Conflict (the object has been modified)", status=409)
+        if obj["spec"].get("vars") == variables:
+            return copy.deepcopy(obj)
+
+        def change(o: dict[str, Any]) -> None:
+            o["spec"]["vars"] = copy.deepcopy(variables)
+            o["metadata"]["generation"] += 1
+
+        if not self._update(key, change):
+            raise ClusterConflict(f"{what}: 409 Conflict (the object is being deleted)", status=409)
+        if "deletionTimestamp" not in obj["metadata"]:
+            self._run_controller(key, self._reconcile_change)
+        return copy.deepcopy(self._objects[key])
+
     async def read_outputs(self, namespace: str, secret_name: str) -> dict[str, Any] | None:
         self._check_open(f"read secret {namespace}/{secret_name}")
         secret = self._secrets.get((namespace, secret_name))
@@ -304,11 +335,14 @@ class SimulatedCluster:
 
     # -- the simulated tofu-controller -----------------------------------------------------------
 
-    async def _reconcile(self, key: Key) -> None:
+    async def _reconcile_change(self, key: Key) -> None:
+        await self._reconcile(key, self.action_failures)
+
+    async def _reconcile(self, key: Key, failures: FailurePlan | None = None) -> None:
         obj = self._objects.get(key)
         if obj is None or "deletionTimestamp" in obj["metadata"]:
             return
-        fails = self.failures.next_attempt_fails(
+        fails = (failures or self.failures).next_attempt_fails(
             tofu.vm_name_of(obj), key=tofu.instance_key_of(obj), aliases=(obj["metadata"]["name"],)
         )
         start, steps = tofu.reconcile_steps(obj, fails=fails)

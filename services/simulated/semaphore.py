@@ -80,6 +80,8 @@ class SimulatedSemaphore:
         fail_attempts: int | None = 1,
         project_id: int = 1,
         template_id: int = 1,
+        actions_template_id: int = 2,
+        fail_actions_prefix: str | None = "fail-act",
         on_finished: OnFinished | None = None,
     ) -> None:
         if step_delay < 0:
@@ -87,7 +89,10 @@ class SimulatedSemaphore:
         self.step_delay = step_delay
         self.project_id = project_id
         self.template_id = template_id
+        self.actions_template_id = actions_template_id
         self.failures = FailurePlan(fail_configuring_prefix, fail_attempts)
+        # Day-2 actions (the actions template): a name with this prefix fails its first action.
+        self.action_failures = FailurePlan(fail_actions_prefix, 1)
         self.on_finished = on_finished
         self._tasks: dict[int, _Task] = {}
         self._runs: set[asyncio.Task[None]] = set()
@@ -111,7 +116,7 @@ class SimulatedSemaphore:
     # -- the TaskRunner port ---------------------------------------------------------------------
 
     async def start_task(
-        self, environment: Mapping[str, str], *, start_key: str | None = None
+        self, environment: Mapping[str, str], *, start_key: str | None = None, template_id: int | None = None
     ) -> SemaphoreTask:
         """Queue a run with `environment` as its extra vars; a key that already has a task returns it."""
         key = start_key or uuid.uuid4().hex
@@ -119,15 +124,19 @@ class SimulatedSemaphore:
         if existing is not None and existing != key:
             raise ValueError(f"environment already holds {START_KEY_VAR} with another value")
         self._check_open(f"POST /project/{self.project_id}/tasks")
-        found = self._find(key)
+        template = template_id or self.template_id
+        if template not in (self.template_id, self.actions_template_id):
+            raise SemaphoreNotFound(404, f"template {template} not found")
+        found = self._find(key, template)
         if found is not None:
             return found.snapshot()
         name = environment.get("name", "")
         instance = environment.get("instance_id") or name
-        fails = self.failures.next_attempt_fails(name, key=instance)
+        plan = self.failures if template == self.template_id else self.action_failures
+        fails = plan.next_attempt_fails(name, key=instance)
         task = _Task(
             id=len(self._tasks) + 1,
-            template_id=self.template_id,
+            template_id=template,
             environment=json.dumps({**environment, START_KEY_VAR: key}, sort_keys=True),
         )
         self._tasks[task.id] = task
@@ -139,10 +148,12 @@ class SimulatedSemaphore:
         run.add_done_callback(self._runs.discard)
         return task.snapshot()
 
-    async def find_task(self, start_key: str, *, attempts: int | None = None) -> SemaphoreTask | None:
+    async def find_task(
+        self, start_key: str, *, attempts: int | None = None, template_id: int | None = None
+    ) -> SemaphoreTask | None:
         """The newest task started with `start_key` among the last ones Semaphore lists."""
         self._check_open(f"GET /project/{self.project_id}/tasks/last")
-        found = self._find(start_key)
+        found = self._find(start_key, template_id or self.template_id)
         return found.snapshot() if found is not None else None
 
     async def get_task(self, task_id: int) -> SemaphoreTask:
@@ -197,9 +208,9 @@ class SimulatedSemaphore:
         task.status = status
         task.statuses.append(status)
 
-    def _find(self, start_key: str) -> _Task | None:
+    def _find(self, start_key: str, template_id: int) -> _Task | None:
         recent = sorted(self._tasks.values(), key=lambda t: t.id)[-LAST_TASKS:]
-        found = [t for t in recent if t.template_id == self.template_id and t.key() == start_key]
+        found = [t for t in recent if t.template_id == template_id and t.key() == start_key]
         return found[-1] if found else None
 
     def _require(self, task_id: int, what: str) -> _Task:

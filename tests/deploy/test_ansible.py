@@ -34,9 +34,10 @@ def ansible_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def test_playbook_syntax(tmp_path: Path) -> None:
+@pytest.mark.parametrize("playbook", ["instance.yml", "actions.yml"])
+def test_playbook_syntax(tmp_path: Path, playbook: str) -> None:
     result = run_tool(
-        "ansible-playbook", "--syntax-check", "instance.yml", cwd=PLAYBOOK_DIR, env=ansible_env(tmp_path)
+        "ansible-playbook", "--syntax-check", playbook, cwd=PLAYBOOK_DIR, env=ansible_env(tmp_path)
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -56,6 +57,19 @@ def test_playbook_takes_the_gateways_extra_vars_and_always_notifies() -> None:
     assert add_host["ansible_host"] == "{{ ip_address }}"
     (block,) = plays[1]["tasks"]
     assert {"block", "rescue", "always"} <= set(block)
+    assert block["always"][0]["ansible.builtin.include_role"]["name"] == "gateway_notify"
+    assert "ansible.builtin.fail" in block["always"][-1]
+
+
+def test_the_actions_playbook_reboots_and_always_notifies() -> None:
+    plays = yaml.safe_load((PLAYBOOK_DIR / "actions.yml").read_text())
+    text = (PLAYBOOK_DIR / "actions.yml").read_text()
+    for var in ("action", "instance_id", "ip_address", "hostname", "name"):
+        assert f"{var} is defined" in text
+    (block,) = plays[1]["tasks"]
+    reboot = block["block"][0]
+    assert "ansible.builtin.reboot" in reboot
+    assert reboot["when"] == "action == 'reboot'"
     assert block["always"][0]["ansible.builtin.include_role"]["name"] == "gateway_notify"
     assert "ansible.builtin.fail" in block["always"][-1]
 

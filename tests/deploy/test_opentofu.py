@@ -22,6 +22,7 @@ INSTANCE_VARIABLES = {
     "disk": "number",
     "template": "string",
     "ssh_public_key": "string",
+    "started": "bool",
 }
 
 
@@ -55,6 +56,7 @@ def test_variables_are_the_agreed_ones() -> None:
     }
     assert instance == INSTANCE_VARIABLES
     assert unquote(variables["ssh_public_key"]["default"]) == ""
+    assert variables["started"]["default"] is True  # objects made before power control keep running
     required = {name for name, body in variables.items() if "default" not in body}
     assert required == {
         *("name", "cores", "memory", "disk", "template"),
@@ -78,3 +80,9 @@ def test_provider_is_bpg_proxmox_and_the_vm_is_a_clone() -> None:
     assert vm["memory"][0]["dedicated"] == "${var.memory}"
     assert vm["disk"][0]["size"] == "${var.disk}"
     assert vm["name"] == "${var.name}"
+
+
+def test_the_vm_runs_as_the_started_variable_says() -> None:
+    (vm,) = blocks("resource")["proxmox_virtual_environment_vm"].values()
+    assert vm["started"] == "${var.started}"
+    assert vm["on_boot"] == "${var.started}"  # a stopped VM stays off when its node reboots

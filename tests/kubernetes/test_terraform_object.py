@@ -10,7 +10,7 @@ import pytest
 
 from services.kubernetes.cluster import TerraformCluster
 from services.kubernetes.errors import ClusterInvalid
-from services.kubernetes.terraform_object import build_terraform_object, terraform_object_name
+from services.kubernetes.terraform_object import build_terraform_object, terraform_object_name, with_vars
 from tests.kubernetes.support import NAMESPACE, make_spec
 from tests.peers.kube_api import TERRAFORMS, KubeApiEmulator, load_terraform_schema
 
@@ -42,6 +42,7 @@ def test_object_has_the_agreed_shape() -> None:
         "memory": 4096,
         "disk": 40,
         "template": "debian-12-cloudinit",
+        "started": True,  # the module's desired power state: start/stop change it
         "ssh_public_key": "ssh-ed25519 AAAA test",
     }
     assert body["varsFrom"] == [{"kind": "Secret", "name": "proxmox-credentials"}]
@@ -88,3 +89,16 @@ async def test_api_rejects_an_invalid_object_with_422(
         await cluster.create(obj)
     assert caught.value.status == 422
     assert kube_api.list(TERRAFORMS, NAMESPACE)["items"] == []
+
+
+def test_with_vars_changes_named_variables_in_place_and_appends_missing_ones() -> None:
+    obj = {"spec": {"vars": [{"name": "name", "value": "web-1"}, {"name": "cores", "value": 2}]}}
+
+    changed = with_vars(obj, {"cores": 4, "started": False})
+
+    assert changed == [
+        {"name": "name", "value": "web-1"},
+        {"name": "cores", "value": 4},
+        {"name": "started", "value": False},  # an object made before the variable existed
+    ]
+    assert obj["spec"]["vars"][1] == {"name": "cores", "value": 2}  # the input is not changed

@@ -38,11 +38,13 @@ from tests.support.servers import serve
 NAMESPACE = "opencsp-instances"
 PROJECT_ID = 1
 TEMPLATE_ID = 7
+ACTIONS_TEMPLATE_ID = 8  # deploy/modules/ansible/actions.yml: day-2 actions (reboot)
 WEBHOOK_SECRET = "lifecycle-hint-secret"
 USER = "user-1"
 
 INSTANCE_FIELDS = """
     id name status statusReason statusMessage ipAddress hostname version deletedAt activeAt
+    powerState task flavor cpu memoryMib diskGib
     events(last: 50) { fromStatus toStatus reason message actor }
 """
 # What an admin polls: the public fields and the peer's raw text (internals).
@@ -64,11 +66,13 @@ class Behaviour:
     stop_before: int | None = None  # 0: do not touch the object; 1: only mark it Progressing
     finalizer: bool = False  # add tofu-controller's finalizer when the object appears
     release: bool = True  # remove the finalizers of an object being deleted (the VM is destroyed)
+    fail_generations: set[int] = field(default_factory=set)  # reconciles of these generations fail
 
 
 @dataclass
 class _Run:
     token: str | None
+    generation: int = 1
     stage: int = 0
     next_at: float = 0.0
 
@@ -76,7 +80,8 @@ class _Run:
 class TofuController:
     """Reacts to Terraform objects in the emulator as tofu-controller would, one stage per step:
     Ready Unknown/Progressing, then the outputs Secret and Ready True/TerraformOutputsWritten (or
-    Ready False with the failure's reason). A new reconcile annotation starts over; deletion removes
+    Ready False with the failure's reason). A new reconcile annotation or a new generation (a spec
+    change: `started`, the sizes) starts over; `fail_generations` fails those generations; deletion removes
     the finalizers. Behaviour is chosen per VM name (the object's `name` var), else `default`."""
 
     def __init__(self, kube: KubeApiEmulator, namespace: str = NAMESPACE, step: float = 0.02) -> None:
@@ -118,9 +123,10 @@ class TofuController:
                 self.kube.remove_finalizers(self.namespace, name)
             return
         token = (meta.get("annotations") or {}).get(RECONCILE_ANNOTATION)
+        generation = meta["generation"]
         run = self._runs.get(meta["uid"])
-        if run is None or run.token != token:
-            run = self._runs[meta["uid"]] = _Run(token)
+        if run is None or run.token != token or run.generation != generation:
+            run = self._runs[meta["uid"]] = _Run(token, generation)
         now = time.monotonic()
         if run.stage >= 2 or now < run.next_at:
             return
@@ -130,7 +136,7 @@ class TofuController:
             if behaviour.finalizer and TF_FINALIZER not in meta.get("finalizers", []):
                 self.kube.add_finalizer(self.namespace, name)
             self.kube.set_ready(self.namespace, name, "Unknown", "Progressing", "Reconciliation in progress")
-        elif behaviour.outcome == "fail":
+        elif behaviour.outcome == "fail" or generation in behaviour.fail_generations:
             self.kube.set_ready(self.namespace, name, "False", behaviour.reason, behaviour.message)
         else:
             self._write_outputs(obj, self.outputs_for(vm), behaviour.json_strings)
@@ -183,7 +189,7 @@ class Peers:
 @pytest.fixture
 async def peers() -> AsyncIterator[Peers]:
     kube = KubeApiEmulator()
-    semaphore = SemaphoreEmulator(projects={PROJECT_ID: {TEMPLATE_ID}})
+    semaphore = SemaphoreEmulator(projects={PROJECT_ID: {TEMPLATE_ID, ACTIONS_TEMPLATE_ID}})
     await asyncio.gather(kube.__aenter__(), semaphore.start())
     semaphore.auto(("starting", "running", "success"), delay=0.01)
     controller = TofuController(kube)
@@ -339,6 +345,7 @@ async def start_gateway(
             "webhook_secret": WEBHOOK_SECRET,
             "configuration_timeout_seconds": 20.0,
             "reconcile_interval_seconds": 0.3,
+            "semaphore_actions_template_id": ACTIONS_TEMPLATE_ID,
             **overrides,
         }
         changed = Settings(**{**settings.model_dump(), **values, "_env_file": None})

@@ -374,3 +374,44 @@ async def test_close_cancels_every_controller_and_ends_watches() -> None:
 def test_it_is_a_cluster() -> None:
     cluster: Cluster = SimulatedCluster()
     assert isinstance(cluster, SimulatedCluster)
+
+
+async def test_a_vars_change_is_a_new_generation_planned_and_applied_and_fail_act_fails_once(
+    cluster: SimulatedCluster,
+) -> None:
+    """Dev mode's day-2 path: `set_vars` (start, stop, resize) → generation+1 → plan → apply → Ready for it;
+    a `fail-act…` VM's first change ends Ready=False for that generation, its next one succeeds."""
+    for vm, first in (("web-2", "True"), ("fail-act-1", "False")):
+        obj = await cluster.create(terraform(vm))
+        name = name_of(obj)
+        while signal_of(await cluster.get(NAMESPACE, name) or {}).phase is not TerraformPhase.READY:
+            await asyncio.sleep(STEP)
+        current = await cluster.get(NAMESPACE, name)
+        assert current is not None
+        with pytest.raises(ClusterError):  # a stale resourceVersion is a 409, never a lost write
+            await cluster.set_vars(NAMESPACE, name, [], resource_version="1")
+        for outcome in (first, "True"):
+            current = await cluster.get(NAMESPACE, name)
+            assert current is not None
+            generation = current["metadata"]["generation"]
+            started = not {v["name"]: v["value"] for v in current["spec"]["vars"]}["started"]
+            variables = [
+                v if v["name"] != "started" else {"name": "started", "value": started}
+                for v in current["spec"]["vars"]
+            ]
+            patched = await cluster.set_vars(
+                NAMESPACE, name, variables, resource_version=current["metadata"]["resourceVersion"]
+            )
+            assert patched["metadata"]["generation"] == generation + 1
+
+            def settled(o: dict[str, Any] | None, wanted: int = generation + 1) -> bool:
+                status = (o or {}).get("status") or {}
+                return status.get("observedGeneration") == wanted and signal_of(o or {}).phase in (
+                    TerraformPhase.READY,
+                    TerraformPhase.FAILED,
+                )
+
+            while not settled(found := await cluster.get(NAMESPACE, name)):
+                await asyncio.sleep(STEP)
+            assert found is not None
+            assert [c["status"] for c in found["status"]["conditions"] if c["type"] == "Ready"] == [outcome]

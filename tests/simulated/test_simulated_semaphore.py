@@ -145,3 +145,22 @@ async def test_aclose_leaves_no_task_running() -> None:
 def test_it_is_a_task_runner() -> None:
     runner: TaskRunner = SimulatedSemaphore()
     assert isinstance(runner, SimulatedSemaphore)
+
+
+async def test_the_actions_template_runs_and_fail_act_fails_its_first_action(
+    semaphore: SimulatedSemaphore,
+) -> None:
+    for name, outcomes in (("web-9", ["success", "success"]), ("fail-act-9", ["error", "success"])):
+        instance_id = str(uuid.uuid4())
+        for attempt, outcome in enumerate(outcomes):
+            env = environment(name, instance_id) | {"action": "reboot"}
+            started = await semaphore.start_task(
+                env, start_key=f"{instance_id}:{attempt}:reboot", template_id=semaphore.actions_template_id
+            )
+            assert started.template_id == semaphore.actions_template_id
+            assert (await finished(semaphore, started.id)).status == outcome
+    # The post-provisioning template of a fail-act instance is not affected.
+    plain = await semaphore.start_task(environment("fail-act-10"), start_key="k-10")
+    assert (await finished(semaphore, plain.id)).status == "success"
+    with pytest.raises(SemaphoreNotFound):
+        await semaphore.start_task(environment(), start_key="k-11", template_id=99)

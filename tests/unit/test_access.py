@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from services.auth.principal import SYSTEM, Principal
 from services.db.models import InstanceRow
-from services.instances.access import may_delete, may_retry, visibility_of
+from services.instances.access import may_delete, may_power, may_resize, may_retry, visibility_of
 from services.instances.records import InstanceRecord
 from services.instances.states import InstanceStatus
 from services.instances.visibility import Visibility
@@ -143,3 +143,18 @@ def test_retry_needs_retry_in_the_instances_org() -> None:
     assert not may_retry(principal("operator"), FOREIGN)
     assert may_retry(principal("operator", roles_in="org-b"), FOREIGN)
     assert not may_retry(principal("user"), replace(MINE, status=InstanceStatus.FAILED))
+
+
+@pytest.mark.parametrize(
+    ("caller", "expected"),
+    [
+        ("nobody", set()),
+        ("viewer", set()),  # sees the org, may act on nothing
+        ("user", {"mine"}),  # own instances only
+        ("operator", {"mine", "colleague's"}),  # the org's
+    ],
+)
+def test_who_may_power_and_resize_what(caller: str, expected: set[str]) -> None:
+    who = CALLERS[caller]
+    assert {name for name, row in ROWS.items() if may_power(who, row)} == expected
+    assert {name for name, row in ROWS.items() if may_resize(who, row)} == expected

@@ -23,7 +23,8 @@ resource "proxmox_virtual_environment_vm" "this" {
   name      = var.name
   node_name = var.proxmox_node
   tags      = ["opencsp"]
-  on_boot   = true
+  on_boot   = var.started
+  started   = var.started
 
   clone {
     vm_id = local.template_vm_id

@@ -30,6 +30,12 @@ variable "template" {
   type        = string
 }
 
+variable "started" {
+  description = "Whether the VM runs: stopInstance sets false, startInstance true; drift detection keeps it so."
+  type        = bool
+  default     = true
+}
+
 variable "ssh_public_key" {
   description = "OpenSSH public key for the default user; empty for none."
   type        = string
