@@ -117,6 +117,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
 
         async def close_sockets(revocation: Revocation) -> None:
             await graphql_ws.close_revoked(revocation.covers, revocation.sub)
+            graphql_sse.close_revoked(revocation.covers)
 
         revocations.on_revoked(close_sockets)
         if runtime.logout_tokens is not None:

@@ -5,7 +5,8 @@ operation per request and streams its results as `event: next` messages, then `e
 HTTP endpoint's front half (the same body parsing and size limit, the same Authorization header and
 context, so the same field and row rules) with the websocket path's back half (the same schema, so the same
 document limits and shared subscription groups). The stream ends when the token expires, as a websocket
-is closed then: a dashboard must not outlive the authority it was opened with.
+is closed then: a dashboard must not outlive the authority it was opened with; a sign-out or lockout that
+covers its token ends it too (`close_revoked`).
 
 Errors before the stream starts (a bad body, no or bad token) are the HTTP endpoint's JSON answers with
 their status codes; errors of the operation (validation, permissions) arrive as a `next` with `errors`.
@@ -30,6 +31,7 @@ from gateway.graphql_http import GraphQLRequest, RequestError, _error_body, pars
 from schema.context import Context
 from schema.errors import BAD_REQUEST, TRANSPORT_CODES
 from schema.multiplex import SharedData
+from services.auth.principal import Principal
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,14 @@ class GraphQLSSE:
         self.context_factory = context_factory
         self.body_limit = body_limit
         self.keep_alive_interval = keep_alive_interval
+        self._open: dict[asyncio.Event, Principal] = {}  # each open stream's end signal -> its principal
+
+    def close_revoked(self, covered: Callable[[Principal], bool]) -> int:
+        """End every open stream whose token `covered` selects (sign-out, lockout), as sockets are closed."""
+        ending = [end for end, principal in self._open.items() if covered(principal)]
+        for end in ending:
+            end.set()
+        return len(ending)
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -106,6 +116,10 @@ class GraphQLSSE:
             return
         source = aiter(results)
         pending: asyncio.Task[ExecutionResult] | None = None
+        end = asyncio.Event()
+        if context.principal is not None:
+            self._open[end] = context.principal
+        ended = asyncio.ensure_future(end.wait())
         try:
             while True:
                 remaining = self.keep_alive_interval
@@ -115,18 +129,24 @@ class GraphQLSSE:
                         return  # the token expired: the stream ends, the client must sign in again
                 if pending is None:
                     pending = asyncio.ensure_future(anext(source))
-                done, _ = await asyncio.wait((pending,), timeout=remaining)
+                done, _ = await asyncio.wait(
+                    (pending, ended), timeout=remaining, return_when="FIRST_COMPLETED"
+                )
+                if ended in done:
+                    return  # signed out: the stream ends, as a socket closes with "signed out"
                 if not done:
                     yield KEEP_ALIVE
                     continue
-                pending = None
+                step, pending = pending, None
                 try:
-                    result = done.pop().result()
+                    result = step.result()
                 except StopAsyncIteration:
                     yield COMPLETE
                     return
                 yield next_event(result)
         finally:
+            self._open.pop(end, None)
+            ended.cancel()
             if pending is not None:  # the generator cannot close while a step of it still runs
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -1,17 +1,19 @@
 """graphql-sse (distinct-connections mode) at `/graphql`: the npm `graphql-sse` client receives a whole
-lifecycle in order; a bad token is the HTTP endpoint's 401 before any stream; an expiring token ends the
-stream, as it closes a websocket.
+lifecycle in order; a bad token is the HTTP endpoint's 401 before any stream; an expiring token and a
+sign-out end the stream, as they close a websocket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.settings import Settings
+from services.auth.revocation import RevocationRequest
 from tests.conftest import Issuer
 from tests.support.documents import CHANGES, LIFECYCLE
 from tests.test_subscriptions_clients import create, gateway, node_subscriber, until
@@ -71,3 +73,26 @@ async def test_the_stream_ends_when_the_token_expires_and_errors_arrive_as_next(
         assert events[0].startswith("event: next\ndata: ")
         assert json.loads(events[0].removeprefix("event: next\ndata: "))["errors"]
         assert events[1] == "event: complete\ndata:"
+
+
+async def test_a_sign_out_ends_the_streams_of_that_user_only(
+    settings: Settings, engine: AsyncEngine, issuer: Issuer
+) -> None:
+    async with gateway(settings, engine) as (base, runtime), httpx.AsyncClient(base_url=base) as http:
+        leaving = {**EVENT_STREAM, "Authorization": f"Bearer {issuer.token('viewer', sub='leaving')}"}
+        staying = {**EVENT_STREAM, "Authorization": f"Bearer {issuer.token('viewer', sub='staying')}"}
+        async with (
+            http.stream("POST", "/graphql", json={"query": CHANGES}, headers=leaving) as ended,
+            http.stream("POST", "/graphql", json={"query": CHANGES}, headers=staying) as kept,
+        ):
+            await until(lambda: runtime.services.hub.subscribers == 2, "both streams' subscriptions")
+            now = datetime.now(UTC)
+            revocations = runtime.revocations
+            assert revocations is not None
+            request = RevocationRequest(
+                "leaving", None, None, now, revocations.expiry(now), "backchannel-logout"
+            )
+            await revocations.revoke(request)
+            assert b"".join([chunk async for chunk in ended.aiter_bytes()]) == b""  # ends by itself
+            assert runtime.services.hub.subscribers == 1
+            assert not kept.is_closed
