@@ -22,6 +22,7 @@ from gateway.health import healthz, readyz
 from gateway.introspection import is_introspection_only
 from gateway.observability import Observability
 from gateway.observability.logs import bind_sub
+from gateway.sse import GraphQLSSE, wants_event_stream
 from gateway.webhooks import semaphore_webhook
 from gateway.websocket import GraphQLWebSocket
 from schema.budget import Budget
@@ -101,6 +102,19 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
     graphql_ws.introspector = runtime.introspector
     graphql_ws.documents = gate
 
+    graphql_sse = GraphQLSSE(
+        schema,
+        http_context,
+        body_limit=settings.max_body_bytes,
+        keep_alive_interval=settings.websocket_keep_alive_seconds,
+    )
+
+    async def graphql_route(request: Request) -> Response:
+        """graphql-sse at the same path: `POST` with `Accept: text/event-stream` (gateway/sse.py)."""
+        if wants_event_stream(request):
+            return await graphql_sse.handle(request)
+        return await graphql_http.handle(request)
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if own_runtime:
@@ -115,7 +129,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
             observability.shutdown()
 
     routes = [
-        Route("/graphql", graphql_http.handle, methods=ALL_METHODS),
+        Route("/graphql", graphql_route, methods=ALL_METHODS),
         WebSocketRoute("/graphql", graphql_ws),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz(runtime.readiness), methods=["GET"]),
@@ -126,6 +140,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
 
         async def close_sockets(revocation: Revocation) -> None:
             await graphql_ws.close_revoked(revocation.covers, revocation.sub)
+            graphql_sse.close_revoked(revocation.covers)
 
         revocations.on_revoked(close_sockets)
         if runtime.logout_tokens is not None:

@@ -17,6 +17,7 @@ from gateway.documents import ManifestError, check_manifest, read_manifest
 from gateway.serving import run_server
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.startup import StartupError, check_revision, migrate
+from gateway.workers import check_workers, run_workers
 from schema.build import build_schema, schema_sdl
 
 
@@ -33,6 +34,13 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default: OPENCSP_PORT)")
     serve.add_argument(
         "--metrics-port", type=int, help="port /metrics listens on (default: OPENCSP_METRICS_PORT)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="serving processes on the one port (PostgreSQL only; default: 1); "
+        "worker i serves /metrics on the metrics port + i",
     )
     migrate_command = commands.add_parser("migrate", help="bring the database schema to the newest revision")
     migrate_command.add_argument(
@@ -117,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             given = (("host", args.host), ("port", args.port), ("metrics_port", args.metrics_port))
             overrides = {k: v for k, v in given if v is not None}
             settings = load_settings(**overrides)
-            serve(settings)
+            serve(settings, workers=args.workers)
         elif args.command == "token":
             dev_settings()
             if args.ttl <= 0:
@@ -136,12 +144,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(str(exc))
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, *, workers: int = 1) -> None:
     missing = settings.missing_for_serve()
     if missing:
         raise StartupError(f"{', '.join(missing)}: required to serve (or run `opencsp-gateway dev`)")
-    asyncio.run(check_revision(settings))
-    run_server(settings)
+    check_workers(settings, workers)
+    asyncio.run(check_revision(settings))  # once, before any worker starts
+    if workers == 1:
+        run_server(settings)
+    else:
+        raise SystemExit(run_workers(settings, workers))
 
 
 if __name__ == "__main__":

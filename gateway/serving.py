@@ -10,6 +10,7 @@ when either stops (a signal, a port that cannot be bound), the other stops too.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable, Sequence
 
 import uvicorn
@@ -24,9 +25,9 @@ from gateway.startup import StartupError, warn_without_admin_org
 from services.kubernetes.errors import ClusterError
 
 
-def run_server(settings: Settings) -> None:
+def run_server(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     """Build the runtime and serve it (and /metrics, on its own port) on one event loop, so pools and
-    clients live where they are used."""
+    clients live where they are used. `sockets`: an already bound public listener (`serve --workers`)."""
     configure_logging(format=settings.logs_as, level=settings.log_level)
     warn_without_admin_org(settings)
 
@@ -40,7 +41,7 @@ def run_server(settings: Settings) -> None:
         except ManifestError as error:  # one line naming each bad entry, not a traceback
             await runtime.aclose()
             raise StartupError(str(error)) from None
-        await serve_all(servers(app, settings))
+        await serve_all(servers(app, settings), sockets)
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(main())
@@ -86,9 +87,13 @@ def servers(app: Starlette, settings: Settings) -> list[uvicorn.Server]:
     return found
 
 
-async def serve_all(running: Sequence[uvicorn.Server]) -> None:
-    """Serve until the first server stops, then stop the rest and wait for them."""
-    tasks = [asyncio.create_task(server.serve(), name=f"uvicorn {n}") for n, server in enumerate(running)]
+async def serve_all(running: Sequence[uvicorn.Server], sockets: list[socket.socket] | None = None) -> None:
+    """Serve until the first server stops, then stop the rest and wait for them. `sockets` go to the first
+    (public) server; the others bind their own ports."""
+    tasks = [
+        asyncio.create_task(server.serve(sockets if n == 0 else None), name=f"uvicorn {n}")
+        for n, server in enumerate(running)
+    ]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -1,10 +1,12 @@
 // Subscribe to a running gateway with a real third-party client and print every result as one JSON line.
 //
-//   node subscribe.mjs <graphql-ws|subscriptions-transport-ws> <ws://host:port/graphql> <query> [until]
+//   node subscribe.mjs <graphql-ws|subscriptions-transport-ws|graphql-sse> <ws://host:port/graphql> <query> [until]
 //
-// The token comes from SUBSCRIBE_AUTHORIZATION ("Bearer ..."), sent in connection_init's payload.
+// The token comes from SUBSCRIBE_AUTHORIZATION ("Bearer ..."), sent in connection_init's payload (the
+// websocket clients) or as the Authorization header (graphql-sse, distinct-connections mode, over http://).
 // `until`: stop (exit 0) after the result whose instanceStatusChanges.to equals it. Errors exit 1.
 import { createClient } from "graphql-ws";
+import { createClient as createSseClient } from "graphql-sse";
 import transportWs from "subscriptions-transport-ws";
 import WebSocket from "ws";
 
@@ -65,8 +67,27 @@ function withSubscriptionsTransportWs() {
   });
 }
 
+async function withGraphqlSse() {
+  const client = createSseClient({
+    url: url.replace(/^ws/, "http"),
+    headers: { Authorization: process.env.SUBSCRIBE_AUTHORIZATION },
+    retryAttempts: 0,
+  });
+  print({ connected: "graphql-sse" }); // distinct connections: the stream opens with the subscription
+  try {
+    for await (const result of client.iterate({ query })) {
+      print({ result });
+      if (finished(result)) break;
+    }
+  } finally {
+    client.dispose();
+  }
+}
+
 if (protocol === "graphql-ws") {
   await withGraphqlWs().catch(fail);
+} else if (protocol === "graphql-sse") {
+  await withGraphqlSse().catch(fail);
 } else if (protocol === "subscriptions-transport-ws") {
   await withSubscriptionsTransportWs().catch(fail);
 } else {
