@@ -118,7 +118,7 @@ async def _post(client: httpx.AsyncClient, document: str, variables: dict[str, A
 
 
 def _compiled(app: Starlette) -> CompiledQueries:
-    compiled = app.routes[0].endpoint.__self__.compiled  # type: ignore[attr-defined]
+    compiled = app.state.compiled
     assert isinstance(compiled, CompiledQueries)
     return compiled
 

@@ -30,6 +30,8 @@ TABLE = {
         p.INSTANCE_CREATE,
         p.INSTANCE_DELETE,
         p.INSTANCE_LABEL,
+        p.INSTANCE_POWER,
+        p.INSTANCE_RESIZE,
     },
     "operator": {
         p.INSTANCE_READ,
@@ -42,6 +44,8 @@ TABLE = {
         p.INSTANCE_RETRY,
         p.INSTANCE_LABEL,
         p.INSTANCE_LABEL_ORG,
+        p.INSTANCE_POWER,
+        p.INSTANCE_RESIZE,
         p.SCHEMA_INTROSPECT,
     },
 }
@@ -70,6 +74,8 @@ def test_permission_constants_are_the_designed_strings() -> None:
         "instance:retry",
         "instance:label",
         "instance:label:org",
+        "instance:power",
+        "instance:resize",
         "admin:all-orgs",
         "admin:sync",
         "admin:revoke",
