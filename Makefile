@@ -20,10 +20,13 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)
 	$(BIN)/opencsp-gateway dev
 
-test: $(STAMP) $(DEPLOY_STAMP) tests/node/node_modules/.package-lock.json
-	OPENCSP_DEPLOY_TOOLS_REQUIRED=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+# The deploy files' linters and renderers (tests/deploy: checkov, ansible-lint, hadolint, kubectl in a venv of
+# their own) run with the rest of the deploy proof in `make test-deploy`, which CI runs too.
+test: $(STAMP) tests/node/node_modules/.package-lock.json
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --ignore=tests/deploy $(PYTEST_ARGS)
 
-# The deploy path on real software (tests/deploy_live, docs/DEPLOY.md "Proven on this machine"): builds
+# The deploy files, linted and rendered (tests/deploy), and the deploy path on real software
+# (tests/deploy_live, docs/DEPLOY.md "Proven on this machine"): builds
 # the image with buildah and runs it with podman, boots a Debian host with systemd-nspawn and runs the
 # playbook on it twice, the two files side by side. Needs root and Debian's packages below (installed
 # when missing); the Debian roots are cached in $(DEPLOY_CACHE).
@@ -36,7 +39,7 @@ test-deploy: $(STAMP) $(DEPLOY_STAMP)
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(LIVE_DEPLOY_PACKAGES) > /dev/null; \
 	fi
 	OPENCSP_LIVE_DEPLOY=1 OPENCSP_DEPLOY_TOOLS_REQUIRED=1 OPENCSP_DEPLOY_CACHE=$(DEPLOY_CACHE) \
-	  $(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadfile tests/deploy_live $(PYTEST_ARGS)
+	  $(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadfile tests/deploy tests/deploy_live $(PYTEST_ARGS)
 
 $(DEPLOY_STAMP): deploy/requirements-lint.txt
 	$(PYTHON) -m venv $(DEPLOY_VENV)

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.bootstrap import dev_issuer
+from gateway.settings import DEV_DIR
 from tests.support.documents import CREATE
 from tests.support.servers import free_port
 
@@ -31,10 +33,10 @@ def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def dev_token(cwd: Path, role: str, *options: str) -> str:
-    result = cli(cwd, "token", "--role", role, *options)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+def dev_token(cwd: Path, role: str, org: str | None = None) -> str:
+    """What `opencsp-gateway token --role R [--org O]` prints in `cwd` (the command itself: test_cli.py),
+    minted in this process with the same key file, so a test needs no interpreter start per token."""
+    return dev_issuer(cwd / DEV_DIR).issue(role, sub=f"dev-{role}", org=org)
 
 
 @pytest.fixture
@@ -180,7 +182,7 @@ def test_dev_lets_every_role_discover_the_schema_and_its_admin_cross_orgs(
     admin = graphql(dev_server, dev_token(tmp_path, "admin"), me)["me"]
     assert admin["orgId"] == "dev-org"
     assert "admin:all-orgs" in admin["permissions"]
-    elsewhere = graphql(dev_server, dev_token(tmp_path, "admin", "--org", "elsewhere"), me)["me"]
+    elsewhere = graphql(dev_server, dev_token(tmp_path, "admin", org="elsewhere"), me)["me"]
     assert elsewhere["orgId"] == "elsewhere"
     assert "admin:all-orgs" not in elsewhere["permissions"]
 
