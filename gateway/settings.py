@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(default=12, ge=2)
     max_aliases: int = Field(default=30, ge=1)
     max_tokens: int = Field(default=4_000, ge=100)
-    max_selections: int = Field(default=800, ge=1)  # fields (through fragments) and same-name pairs
+    max_selections: int = Field(default=500, ge=1)  # fields (through fragments) and same-name pairs
     max_directives: int = Field(default=50, ge=1)
     max_page_size: int = Field(default=100, ge=1)
     default_page_size: int = Field(default=20, ge=1)

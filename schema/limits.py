@@ -27,7 +27,7 @@ class DocumentLimits:
     max_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 4_000
-    max_selections: int = 800
+    max_selections: int = 500
     max_directives: int = 50
 
 
