@@ -186,7 +186,7 @@ def _is_request_error(result: ExecutionResult) -> bool:
     return result.data is None and bool(result.errors) and all(e.path is None for e in result.errors or ())
 
 
-def _error_body(message: str, code: str = BAD_REQUEST) -> bytes:
+def error_body(message: str, code: str = BAD_REQUEST) -> bytes:
     """A transport error's body: `extensions.code` (schema.errors) lets clients branch without parsing."""
     return orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
 
@@ -214,7 +214,7 @@ class GraphQLHTTP:
     async def handle(self, request: Request) -> Response:
         if request.method not in ("GET", "POST"):
             return Response(
-                _error_body("Use GET for queries or POST.", TRANSPORT_CODES[405]),
+                error_body("Use GET for queries or POST.", TRANSPORT_CODES[405]),
                 405,
                 {"Allow": "GET, POST"},
                 JSON,
@@ -225,7 +225,7 @@ class GraphQLHTTP:
         media_type = negotiate(request.headers.get("accept"))
         if media_type is None:
             return Response(
-                _error_body(f"Accept {GRAPHQL_RESPONSE} or {JSON}.", TRANSPORT_CODES[406]),
+                error_body(f"Accept {GRAPHQL_RESPONSE} or {JSON}.", TRANSPORT_CODES[406]),
                 406,
                 media_type=JSON,
             )
@@ -238,7 +238,7 @@ class GraphQLHTTP:
             result = await self._execute(request.method, graphql_request, context)
         except RequestError as error:
             return Response(
-                _error_body(error.message, TRANSPORT_CODES.get(error.status, BAD_REQUEST)),
+                error_body(error.message, TRANSPORT_CODES.get(error.status, BAD_REQUEST)),
                 error.status,
                 error.headers,
                 media_type=f"{media_type}; charset=utf-8",
@@ -258,7 +258,7 @@ class GraphQLHTTP:
             # (context creation, an extension) so no traceback or SQL ever reaches the client.
             logger.exception("GraphQL request failed outside execution")
             return Response(
-                _error_body("Internal server error.", TRANSPORT_CODES[500]),
+                error_body("Internal server error.", TRANSPORT_CODES[500]),
                 500,
                 media_type=f"{media_type}; charset=utf-8",
             )

@@ -27,7 +27,7 @@ from starlette.responses import Response, StreamingResponse
 from strawberry import Schema
 from strawberry.types import ExecutionResult
 
-from gateway.graphql_http import GraphQLRequest, RequestError, _error_body, parse_request
+from gateway.graphql_http import GraphQLRequest, RequestError, error_body, parse_request
 from schema.context import Context
 from schema.errors import BAD_REQUEST, TRANSPORT_CODES
 from schema.multiplex import SharedData
@@ -89,7 +89,7 @@ class GraphQLSSE:
             context = await self.context_factory(request, graphql_request)
         except RequestError as error:
             return Response(
-                _error_body(error.message, TRANSPORT_CODES.get(error.status, BAD_REQUEST)),
+                error_body(error.message, TRANSPORT_CODES.get(error.status, BAD_REQUEST)),
                 error.status,
                 error.headers,
                 media_type="application/json; charset=utf-8",

@@ -304,26 +304,35 @@ class InstanceStore:
                 values["active_at"] = now
             if move.to is InstanceStatus.DELETED:
                 values["deleted_at"] = now
-            async with self._engine.begin() as connection:
-                row = (
-                    (
-                        await connection.execute(
-                            update(InstanceRow)
-                            .where(InstanceRow.id == instance_id, InstanceRow.version == current.version)
-                            .values(values)
-                            .returning(*INSTANCE_COLUMNS)
-                        )
-                    )
-                    .mappings()
-                    .first()
-                )
-                if row is None:
-                    continue
-                record = InstanceRecord.from_mapping(row)
-                event = await self._record_event(connection, record, current.status, actor, message)
-            self._committed(event)
-            return record
+            record = await self._write_with_event(current, values, actor=actor, message=message)
+            if record is not None:
+                return record
         return None
+
+    async def _write_with_event(
+        self, current: InstanceRecord, values: Mapping[str, object], *, actor: str, message: str | None
+    ) -> InstanceRecord | None:
+        """One compare-and-set on `current.version` that writes `values` and its event in one transaction,
+        published at commit; None when another writer moved the row first (the caller reads again)."""
+        async with self._engine.begin() as connection:
+            row = (
+                (
+                    await connection.execute(
+                        update(InstanceRow)
+                        .where(InstanceRow.id == current.id, InstanceRow.version == current.version)
+                        .values(dict(values))
+                        .returning(*INSTANCE_COLUMNS)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            record = InstanceRecord.from_mapping(row)
+            event = await self._record_event(connection, record, current.status, actor, message)
+        self._committed(event)
+        return record
 
     async def update_fields(
         self, instance_id: uuid.UUID, *, expected_version: int, changes: Mapping[str, object]
@@ -429,32 +438,17 @@ class InstanceStore:
                 return None
             if when is not None and not when(current):
                 return None
-            async with self._engine.begin() as connection:
-                row = (
-                    (
-                        await connection.execute(
-                            update(InstanceRow)
-                            .where(InstanceRow.id == instance_id, InstanceRow.version == current.version)
-                            .values(
-                                task=None,
-                                power_state=power_state,
-                                status_reason=reason,
-                                status_message=message,
-                                updated_at=utcnow(),
-                                version=current.version + 1,
-                            )
-                            .returning(*INSTANCE_COLUMNS)
-                        )
-                    )
-                    .mappings()
-                    .first()
-                )
-                if row is None:
-                    continue
-                record = InstanceRecord.from_mapping(row)
-                event = await self._record_event(connection, record, current.status, actor, message)
-            self._committed(event)
-            return record
+            values = {
+                "task": None,
+                "power_state": power_state,
+                "status_reason": reason,
+                "status_message": message,
+                "updated_at": utcnow(),
+                "version": current.version + 1,
+            }
+            record = await self._write_with_event(current, values, actor=actor, message=message)
+            if record is not None:
+                return record
         return None
 
     async def busy(self) -> list[InstanceRecord]:
