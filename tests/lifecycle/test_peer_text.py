@@ -67,17 +67,23 @@ class Subscriber:
     async def failed(self, *instance_ids: str) -> dict[str, dict[str, Any]]:
         """Frames until each instance has changed into FAILED; those changes, by instance id."""
         reached: dict[str, dict[str, Any]] = {}
-        async with asyncio.timeout(15):
-            while reached.keys() != set(instance_ids):
-                frame = await self.socket.recv()
-                message = json.loads(frame)
-                if message["type"] in ("ping", "pong"):
-                    continue
-                self.frames.append(frame)
-                assert message["type"] == "next", message
-                change: dict[str, Any] = message["payload"]["data"]["instanceStatusChanges"]
-                if change["instance"]["id"] in instance_ids and change["to"] == "FAILED":
-                    reached[change["instance"]["id"]] = change
+        try:
+            async with asyncio.timeout(15):
+                while reached.keys() != set(instance_ids):
+                    frame = await self.socket.recv()
+                    message = json.loads(frame)
+                    if message["type"] in ("ping", "pong"):
+                        continue
+                    self.frames.append(frame)
+                    assert message["type"] == "next", message
+                    change: dict[str, Any] = message["payload"]["data"]["instanceStatusChanges"]
+                    if change["instance"]["id"] in instance_ids and change["to"] == "FAILED":
+                        reached[change["instance"]["id"]] = change
+        except TimeoutError:
+            # Say what did arrive, so a change that never came can be told from one that came late.
+            raise AssertionError(
+                f"waited for {instance_ids}, reached {list(reached)}; frames {self.frames}"
+            ) from None
         return reached
 
 
