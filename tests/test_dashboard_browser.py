@@ -133,6 +133,14 @@ async def test_dashboard_live_in_a_browser(live: Live, browser: str, tmp_path: P
         "Configuring",
         "Active",
     ]
+    # Day-2 from the row: Stop and Reboot while running, Start once stopped, each step drawn live.
+    assert user["powerButtons"] == ["Stop", "Reboot", "Delete"]
+    assert user["stoppedButtons"] == ["Start", "Delete"]
+    power = user["power"]
+    assert (power[0], power[-1]) == ("Running", "Running"), power
+    assert set(power) <= {"Running", "Stopping…", "Stopped", "Starting…"}, power
+    assert "Stopped" in power[1:-1], power
+    assert any(line.endswith("Active Stopped") for line in user["powerFeed"]), user["powerFeed"]
     assert user["unlabelled"] == []
     assert "lowercase" in user["nameError"]
     assert user["nameInvalid"] == "true"

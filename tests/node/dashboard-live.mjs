@@ -115,6 +115,30 @@ async function user(browser) {
       .filter((node) => !(node.getAttribute('aria-label') || node.labels?.length || node.textContent.trim()))
       .map((node) => node.outerHTML.slice(0, 80)),
   );
+  // Day-2 from the row: stop the VM, then start it; every power state and task is drawn live.
+  await page.evaluate(() => {
+    window.__power = [];
+    const record = () => {
+      const shown = document.querySelector('tr[data-name="web-1"] .power')?.textContent;
+      if (shown && window.__power.at(-1) !== shown) window.__power.push(shown);
+    };
+    new MutationObserver(record).observe(document.getElementById('instance-rows'), {
+      subtree: true, childList: true, characterData: true, attributes: true,
+    });
+    record();
+  });
+  const settled = (power) => {
+    const row = document.querySelector('tr[data-name="web-1"]');
+    return row?.dataset.power === power && row.dataset.task === '';
+  };
+  result.powerButtons = await page.locator('tr[data-name="web-1"] .actions button').allInnerTexts();
+  await page.getByRole('button', { name: 'Stop web-1' }).click();
+  await waitFor(page, settled, 'STOPPED');
+  result.stoppedButtons = await page.locator('tr[data-name="web-1"] .actions button').allInnerTexts();
+  await page.getByRole('button', { name: 'Start web-1' }).click();
+  await waitFor(page, settled, 'RUNNING');
+  result.power = await page.evaluate(() => window.__power);
+  result.powerFeed = await page.locator('#feed li').allInnerTexts();
   // A name the server refuses: its userError shows next to the field.
   await page.getByLabel('Name').fill('Not A DNS Label');
   await page.getByRole('button', { name: 'Create instance' }).click();

@@ -11,6 +11,10 @@ const TOKEN_KEY = 'opencsp.token';
 const ID_TOKEN_KEY = 'opencsp.idToken';
 const STATUSES = ['PENDING', 'PROVISIONING', 'CONFIGURING', 'ACTIVE', 'FAILED', 'DELETING'];
 const FEED_LENGTH = 20;
+// What an ACTIVE instance's VM is doing: its power state, or the day-2 task under way.
+const POWER_TEXT = { RUNNING: 'Running', STOPPED: 'Stopped', UNKNOWN: 'Power unknown' };
+const TASK_TEXT = { STARTING: 'Starting…', STOPPING: 'Stopping…', REBOOTING: 'Rebooting…', RESIZING: 'Resizing…' };
+const ACTION_PERMISSIONS = ['instance:delete', 'instance:retry', 'instance:power'];
 const PAGE_SIZE = 100;
 
 const state = {
@@ -116,7 +120,7 @@ async function gql(query, variables = {}) {
 
 function instanceFields() {
   const network = state.can.has('instance:read:network') ? ' ipAddress hostname' : '';
-  return `id name ownerSub ownerName flavor image status statusMessage createdAt version${network}`;
+  return `id name ownerSub ownerName flavor image status statusMessage powerState task createdAt version${network}`;
 }
 
 // ---- sign-in ----------------------------------------------------------------------------------------
@@ -295,7 +299,7 @@ async function backoff(attempt) {
 function buildBoard() {
   const board = $('board');
   board.classList.remove('stale');
-  const showActions = ['instance:delete', 'instance:retry'].some((p) => state.can.has(p));
+  const showActions = ACTION_PERMISSIONS.some((p) => state.can.has(p));
   const showAddress = state.can.has('instance:read:network');
   const headers = ['Name', 'Owner', 'Flavor', 'Status', showAddress ? 'Address' : null, 'Age', showActions ? 'Actions' : null, 'History'].filter(Boolean);
   state.columns = headers.length;
@@ -469,6 +473,8 @@ function remove(id) {
 function fillRow(row, instance) {
   row.dataset.name = instance.name;
   row.dataset.status = instance.status;
+  row.dataset.power = instance.powerState || '';
+  row.dataset.task = instance.task || '';
   const cells = [
     h('th', { scope: 'row', 'data-label': 'Name' }, h('span', { class: 'name', text: instance.name }), h('span', { class: 'sub', text: instance.image })),
     h('td', { 'data-label': 'Owner', text: instance.ownerName || instance.ownerSub }),
@@ -478,13 +484,14 @@ function fillRow(row, instance) {
       { 'data-label': 'Status' },
       h('span', { class: 'status', 'data-status': instance.status, text: label(instance.status) }),
       instance.statusMessage && instance.status === 'FAILED' ? h('span', { class: 'sub', text: instance.statusMessage }) : null,
+      instance.status === 'ACTIVE' ? h('span', { class: 'sub power', text: powerText(instance) }) : null,
     ),
   ];
   if (state.can.has('instance:read:network')) {
     cells.push(h('td', { 'data-label': 'Address', class: 'address', text: instance.ipAddress || instance.hostname || '—' }));
   }
   cells.push(h('td', { 'data-label': 'Age', class: 'age', 'data-created': instance.createdAt, text: age(instance.createdAt) }));
-  if (['instance:delete', 'instance:retry'].some((p) => state.can.has(p))) cells.push(actionsCell(instance));
+  if (ACTION_PERMISSIONS.some((p) => state.can.has(p))) cells.push(actionsCell(instance));
   const open = state.open.has(instance.id);
   cells.push(
     h(
@@ -507,6 +514,16 @@ function fillRow(row, instance) {
   if (focused) row.querySelector(`[aria-label="${CSS.escape(focused)}"]`)?.focus();
 }
 
+function powerText(instance) {
+  return instance.task ? TASK_TEXT[instance.task] || instance.task : POWER_TEXT[instance.powerState] || '';
+}
+
+// The server decides (INSTANCE_BUSY, INVALID_STATE, FORBIDDEN); these only hide buttons that cannot work.
+function mayPower(instance) {
+  if (!state.can.has('instance:power') || instance.status !== 'ACTIVE' || instance.task) return false;
+  return instance.ownerSub === state.me.sub || state.can.has('instance:read:org');
+}
+
 function mayDelete(instance) {
   if (!state.can.has('instance:delete') || ['DELETING', 'DELETED'].includes(instance.status)) return false;
   return instance.ownerSub === state.me.sub || state.can.has('instance:delete:org');
@@ -525,6 +542,15 @@ function actionsCell(instance) {
         onclick: () => act('retryInstance', instance, error),
       }),
     );
+  }
+  if (mayPower(instance)) {
+    const button = (text, onclick) =>
+      h('button', { type: 'button', class: 'small secondary', 'aria-label': `${text} ${instance.name}`, text, onclick });
+    if (instance.powerState !== 'RUNNING') cell.append(button('Start', () => act('startInstance', instance, error)));
+    if (instance.powerState !== 'STOPPED') {
+      cell.append(button('Stop', () => act('stopInstance', instance, error)));
+      cell.append(button('Reboot', () => act('rebootInstance', instance, error)));
+    }
   }
   if (mayDelete(instance)) {
     const button = h('button', {
@@ -648,9 +674,11 @@ function feed(event) {
       h(
         'span',
         { class: 'change' },
-        event.from ? h('span', { class: 'status', 'data-status': event.from, text: label(event.from) }) : null,
-        event.from ? ' → ' : null,
+        event.from && event.from !== event.to ? h('span', { class: 'status', 'data-status': event.from, text: label(event.from) }) : null,
+        event.from && event.from !== event.to ? ' → ' : null,
         h('span', { class: 'status', 'data-status': event.to, text: label(event.to) }),
+        // A day-2 task's start and end keep the status: say what the VM is doing instead.
+        event.from === event.to && event.instance.status === 'ACTIVE' ? ` ${powerText(event.instance)}` : null,
       ),
     ),
   );
