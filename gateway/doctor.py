@@ -11,7 +11,8 @@ What each check asks:
   (discovery needs no cluster-wide right, unlike reading the CRD object); a SelfSubjectAccessReview per
   verb the gateway uses, so it answers for whoever runs doctor: run it as the gateway; the Flux source
   object the Terraform objects build from exists;
-- semaphore: it answers (`/api/ping`), the token is accepted and the project exists, the template exists;
+- semaphore: it answers (`/api/ping`), the token is accepted and the project exists, the template exists (and
+  the actions template, when one is set);
 - webhook: the secret is set and at least 32 bytes (HMAC-SHA256's key size).
 
 In dev mode the cluster, Semaphore and the issuer are simulated in process: doctor says so and checks
@@ -377,10 +378,25 @@ async def _semaphore(settings: Settings, checks: _Checks) -> None:
             checks.fail("answers", f"{api}/ping answered {ping.status_code}: check OPENCSP_SEMAPHORE_URL")
             return
         checks.ok("answers", api)
-        for check, path, missing_hint in (
+        lookups = [
             ("token accepted, project exists", f"/project/{project}/", "OPENCSP_SEMAPHORE_PROJECT_ID"),
             ("template exists", f"/project/{project}/templates/{template}", "OPENCSP_SEMAPHORE_TEMPLATE_ID"),
-        ):
+        ]
+        actions = settings.semaphore_actions_template_id
+        if actions is None:
+            checks.ok(
+                "actions template",
+                "not set: rebootInstance is refused (OPENCSP_SEMAPHORE_ACTIONS_TEMPLATE_ID)",
+            )
+        else:
+            lookups.append(
+                (
+                    "actions template exists",
+                    f"/project/{project}/templates/{actions}",
+                    "OPENCSP_SEMAPHORE_ACTIONS_TEMPLATE_ID",
+                )
+            )
+        for check, path, missing_hint in lookups:
             try:
                 response = await http.get(path)
             except httpx.HTTPError as error:

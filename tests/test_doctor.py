@@ -49,6 +49,7 @@ class Peers:
             "OPENCSP_SEMAPHORE_TOKEN": self.semaphore.token,
             "OPENCSP_SEMAPHORE_PROJECT_ID": "1",
             "OPENCSP_SEMAPHORE_TEMPLATE_ID": "7",
+            "OPENCSP_SEMAPHORE_ACTIONS_TEMPLATE_ID": "9",
             "OPENCSP_WEBHOOK_SECRET": SECRET,
         }
 
@@ -72,7 +73,7 @@ current-context: emu
 
 @pytest.fixture
 async def peers(issuer: Issuer, tmp_path: Path) -> AsyncIterator[Peers]:
-    async with KubeApiEmulator() as kube, running_semaphore(projects={1: {7}}) as semaphore:
+    async with KubeApiEmulator() as kube, running_semaphore(projects={1: {7, 9}}) as semaphore:
         source = {"apiVersion": GIT_REPOSITORIES.api_version, "kind": "GitRepository"}
         source["metadata"] = {"name": "opencsp-modules"}  # type: ignore[assignment]
         kube.create(GIT_REPOSITORIES, "flux-system", source)
@@ -124,6 +125,7 @@ async def test_all_peers_healthy_pass_and_exit_0(peers: Peers, migrated: str) ->
         "kubernetes: source exists: GitRepository flux-system/opencsp-modules",
         "semaphore: token accepted, project exists",
         "semaphore: template exists",
+        "semaphore: actions template exists",
         "webhook: secret",
     ):
         assert any(expected in line for line in lines), (expected, output)
@@ -204,9 +206,22 @@ BREAKAGES: dict[str, tuple[Callable[[Peers], dict[str, Any]], str, str]] = {
         "token accepted, project exists",
     ),
     "semaphore template missing": (_set("semaphore_template_id", 8), "semaphore", "template exists"),
+    "semaphore actions template missing": (
+        _set("semaphore_actions_template_id", 10),
+        "semaphore",
+        "actions template exists",
+    ),
     "webhook secret unset": (_set("webhook_secret", None), "webhook", "secret"),
     "webhook secret short": (_set("webhook_secret", "x" * 31), "webhook", "secret"),
 }
+
+
+async def test_no_actions_template_is_said_without_failing(peers: Peers, migrated: str) -> None:
+    report = await diagnose(peers.settings(migrated, semaphore_actions_template_id=None))
+
+    assert report.ok, report.text()
+    assert "ok   semaphore: actions template: not set: rebootInstance is refused" in report.text()
+    assert not any("/templates/9" in check.detail for check in report.checks)
 
 
 @pytest.mark.parametrize("breakage", list(BREAKAGES))
