@@ -109,6 +109,12 @@ async def test_every_subscriber_of_a_shared_subscription_is_charged_and_refused_
                 assert "extensions" not in payload  # nobody asked for the estimate
             await third.send(subscribe(protocol, "5", {"query": HEAVY}))  # still spent
             assert refusal(protocol, await receive(third), "5")["extensions"]["code"] == "RATE_LIMITED"
+            # A document that does not validate is answered with its errors and charged nothing (it would
+            # cost 1: the unknown field counts 0).
+            invalid = "subscription { instanceStatusChanges { nope } }"
+            await third.send(subscribe(protocol, "6", {"query": invalid}))
+            assert "nope" in refusal(protocol, await receive(third), "6")["message"]
+            assert left(app, "alice") == 16
         finally:
             for socket in (first, second, third, other):
                 await socket.close()
