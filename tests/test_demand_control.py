@@ -190,3 +190,17 @@ async def test_the_compiled_path_charges_the_budget_once_whichever_path_answers(
             "cost": {"estimated": 21, "limit": 5000},
         }
         assert left() == 8  # a refused charge takes nothing
+
+
+async def test_get_reports_the_estimate_when_asked(make_app: AppFactory, issuer: Issuer) -> None:
+    app = await make_app()
+    query = "{ catalog { flavors { name } } }"
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway", headers=issuer.headers("viewer")
+    ) as http:
+        for _ in range(2):  # graphql-core, then a document the compiled path knows: it reports as well
+            reported = await http.get(
+                "/graphql", params={"query": query, "extensions": '{"cost": {"report": true}}'}
+            )
+            assert reported.json()["extensions"] == {"cost": {"estimated": 21, "limit": 5000}}
+        assert "extensions" not in (await http.get("/graphql", params={"query": query})).json()
