@@ -161,6 +161,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
     app.state.runtime = runtime
     app.state.schema = schema
     app.state.compiled = graphql_http.compiled  # None when off (a setting, or an extension that observes)
+    app.state.budget = budget  # None without OPENCSP_COST_PER_MINUTE
     app.state.observability = observability
     # Served on its own port (gateway.serving): unauthenticated, so never reachable where tenants are.
     app.state.metrics_app = observability.metrics_app()

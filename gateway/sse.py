@@ -109,6 +109,7 @@ class GraphQLSSE:
             variable_values=request.variables,
             context_value=context,
             operation_name=request.operation_name,
+            operation_extensions=request.extensions,
         )
         if isinstance(results, ExecutionResult):  # refused before it started (validation, limits)
             yield next_event(results)

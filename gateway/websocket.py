@@ -49,6 +49,7 @@ from gateway.observability.logs import bind_sub
 from schema.context import Context
 from schema.errors import BAD_REQUEST
 from schema.multiplex import encode_message
+from schema.subscription_cost import requested
 from services.auth.introspection import Introspector
 from services.auth.principal import Principal
 from services.auth.tokens import TokenVerifier
@@ -123,6 +124,7 @@ class TransportWSHandler(_Authenticating, BaseGraphQLTransportWSHandler[Context,
             if error is not None:
                 await self.send_message({"id": message["id"], "type": "error", "payload": [error.formatted]})
                 return
+        requested(message.get("payload"))  # its extensions reach the schema (schema.subscription_cost)
         await super().handle_subscribe(message)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
@@ -176,6 +178,7 @@ class LegacyWSHandler(_Authenticating, BaseGraphQLWSHandler[Context, None]):
             if error is not None:
                 await self.send_message({"type": "error", "id": message["id"], "payload": error.formatted})
                 return
+        requested(message.get("payload"))  # its extensions reach the schema (schema.subscription_cost)
         await super().handle_start(message)
 
 

@@ -44,6 +44,7 @@ from schema.limits import DocumentLimits, extensions
 from schema.multiplex import Multiplexer, is_subscription
 from schema.permissions import DeniedMutations, enforce_requirements, mutation_permissions, requires
 from schema.sessions import RevokeSessionsPayload
+from schema.subscription_cost import SubscriptionCost, requested_extensions
 from schema.types import (
     CatalogType,
     Instance,
@@ -170,6 +171,7 @@ class GatewaySchema(strawberry.Schema):
     """Strawberry's schema, plus shared execution of identical subscriptions (`schema.multiplex`)."""
 
     multiplexer: Multiplexer | None = None
+    subscription_cost: SubscriptionCost | None = None  # charges each member of a shared subscription
 
     async def stream(
         self,
@@ -181,6 +183,8 @@ class GatewaySchema(strawberry.Schema):
         operation_extensions: dict[str, Any] | None = None,
         allowed_operation_types: Iterable[OperationType] | None = None,
     ) -> Any:
+        if operation_extensions is None:  # a websocket subscribe payload's (schema.subscription_cost)
+            operation_extensions = requested_extensions()
         run = functools.partial(
             super().stream,
             query,
@@ -199,7 +203,12 @@ class GatewaySchema(strawberry.Schema):
             context_value.services, context_value.principal, schema_public=context_value.schema_public
         )
         assert self.multiplexer is not None  # a share key is only made when there is one
-        return await self.multiplexer.join(key, lambda: run(context_value=shared))
+        join = functools.partial(self.multiplexer.join, key, lambda: run(context_value=shared))
+        if self.subscription_cost is None or query is None:
+            return await join()
+        return await self.subscription_cost.join(
+            key, query, variable_values, operation_name, operation_extensions, context_value, shared, join
+        )
 
     def _share_key(
         self, query: str | None, variables: dict[str, Any] | None, context: Any, operation_name: str | None
@@ -266,6 +275,10 @@ def build_schema(
             max_query_bytes=document.max_query_bytes,
             max_tokens=document.max_tokens,
         )
+        if max_operation_cost is not None:
+            schema.subscription_cost = SubscriptionCost(
+                schema._schema, max_operation_cost, budget, max_tokens=document.max_tokens
+            )
     enforce_requirements(schema)
     return schema
 

@@ -83,6 +83,9 @@ class Context:
     schema_public: bool = field(default=False)
     # With introspection configured: raises unless the issuer calls the token active (schema.active_token).
     confirm_write: Callable[[], Awaitable[None]] | None = field(default=None)
+    # The budget was already charged for the next execution (`schema.cost.Charged`): demand control must
+    # not charge it again (the compiled path before a fallback, a shared subscription's own run).
+    cost_charged: Any = field(default=None)
 
     @classmethod
     def create(

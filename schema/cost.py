@@ -16,7 +16,7 @@ GraphiQL's introspection query would otherwise need a list size for every meta-f
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -275,14 +275,63 @@ class Charger(Protocol):
         """None when admitted; else the whole seconds until `cost` fits."""
 
 
+async def charge(budget: Charger, sub: str, estimate: int) -> int | None:
+    """Take `estimate` from `sub`'s budget (an operation takes at least 1): None, or the Retry-After."""
+    return await budget.charge(sub, max(estimate, 1))
+
+
+def judge(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None,
+    variables: Mapping[str, Any] | None,
+    max_cost: int,
+) -> tuple[int | None, GraphQLError | None]:
+    """The estimate of a validated document and its refusal, if any: BAD_USER_INPUT when it breaks a
+    `@listSize` rule (no estimate), COST_LIMIT_EXCEEDED over `max_cost`."""
+    try:
+        estimate = operation_cost(schema, document, operation_name, variables)
+    except CostError as error:
+        return None, GraphQLError(str(error), extensions={"code": BAD_USER_INPUT})
+    if estimate > max_cost:
+        return estimate, cost_limit_exceeded(estimate, max_cost)
+    return estimate, None
+
+
+@dataclass(frozen=True, slots=True)
+class Charged:
+    """The caller's budget was charged for the execution about to run before demand control ran: set on
+    the request context (`Context.cost_charged`), taken by `DemandControl` instead of charging again.
+
+    Set by the compiled path (`schema.compiled.queries`) before it runs a plan, so a plan that falls back
+    to graphql-core is not charged twice; and on a shared subscription's own context, whose members are
+    each charged when they join (`schema.subscription_cost`). `retry_after`: the charge was refused.
+    `report`: False on a shared run, whose members each get their own `extensions.cost`."""
+
+    retry_after: int | None = None
+    report: bool = True
+
+
+def take_charged(context: Any) -> Charged | None:
+    """The charge already made for this execution, if any; it counts for one execution only."""
+    charged = getattr(context, "cost_charged", None)
+    if not isinstance(charged, Charged):
+        return None
+    context.cost_charged = None
+    return charged
+
+
 class DemandControl(SchemaExtension):
     """After validation, before execution: estimate the cost, refuse it over the limit, charge the
-    caller's budget (subscriptions once, at subscribe), and report the estimate when asked."""
+    caller's budget (subscriptions once, at subscribe), and report the estimate when asked (a
+    subscription on its first result only)."""
 
     def __init__(self, max_cost: int, budget: Charger | None) -> None:
         self.max_cost = max_cost
         self.budget = budget
         self.estimate: int | None = None
+        self.report = True
+        self._streamed = False
 
     async def on_validate(self) -> AsyncIterator[None]:
         context = self.execution_context
@@ -297,22 +346,43 @@ class DemandControl(SchemaExtension):
 
     async def _admit(self, document: DocumentNode) -> list[GraphQLError]:
         context = self.execution_context
-        try:
-            self.estimate = operation_cost(
-                context.schema._schema, document, context.operation_name, context.variables
-            )
-        except CostError as error:
-            return [GraphQLError(str(error), extensions={"code": BAD_USER_INPUT})]
-        if self.estimate > self.max_cost:
-            return [cost_limit_exceeded(self.estimate, self.max_cost)]
+        self.estimate, refusal = judge(
+            context.schema._schema, document, context.operation_name, context.variables, self.max_cost
+        )
+        if refusal is not None:
+            return [refusal]
+        assert self.estimate is not None
+        charged = take_charged(context.context)
+        if charged is not None:
+            self.report = charged.report
+            if charged.retry_after is not None:
+                return [rate_limited(charged.retry_after, self.estimate, self.max_cost)]
+            return []
         principal = getattr(context.context, "principal", None)
         if self.budget is not None and principal is not None:
-            wait = await self.budget.charge(principal.sub, max(self.estimate, 1))
+            wait = await charge(self.budget, principal.sub, self.estimate)
             if wait is not None:
-                return [rate_limited(wait)]
+                return [rate_limited(wait, self.estimate, self.max_cost)]
         return []
 
     def get_results(self) -> dict[str, Any]:
-        if self.estimate is None or not wants_report(self.execution_context.operation_extensions):
+        if (
+            self.estimate is None
+            or not self.report
+            or not wants_report(self.execution_context.operation_extensions)
+        ):
             return {}
-        return {"cost": {"estimated": self.estimate, "limit": self.max_cost}}
+        return {"cost": report(self.estimate, self.max_cost)}
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        """A subscription reports its estimate on its first result, not on every one."""
+        extensions = getattr(result, "extensions", None)
+        if self._streamed and isinstance(extensions, dict):
+            extensions.pop(REPORT_FLAG, None)
+        self._streamed = True
+        yield
+
+
+def report(estimate: int, limit: int) -> dict[str, int]:
+    """The `extensions.cost` of a request that asked for it."""
+    return {"estimated": estimate, "limit": limit}

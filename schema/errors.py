@@ -136,10 +136,14 @@ def cost_limit_exceeded(estimate: int, limit: int) -> GraphQLError:
     )
 
 
-def rate_limited(retry_after: int) -> GraphQLError:
+def rate_limited(retry_after: int, estimate: int, limit: int) -> GraphQLError:
     return GraphQLError(
         f"Your budget of operation cost per minute is spent; try again in {retry_after} s.",
-        extensions={"code": RATE_LIMITED, "retryAfter": retry_after},
+        extensions={
+            "code": RATE_LIMITED,
+            "retryAfter": retry_after,
+            "cost": {"estimated": estimate, "limit": limit},
+        },
     )
 
 

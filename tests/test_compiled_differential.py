@@ -1,10 +1,13 @@
 """The compiled path answers byte for byte what graphql-core answers.
 
 Documents are generated from the built schema (every field reachable from the query root within a depth,
-aliases, inline and named fragments, `@include`/`@skip` with literal and variable conditions,
-`__typename`), plus hand-picked ones, and each is sent as every role to two apps over one seeded database:
-one with compiled execution, one without. The compiled app answers a document the second time it sees it
-from its plan (the first run validates it), and must send the same bytes as graphql-core did.
+aliases, one field under aliases with different arguments, fields selected twice and merged, inline and
+named fragments and fragments spreading fragments from the root, `@include`/`@skip` with literal and
+variable conditions, `__typename`), plus hand-picked ones, and each is sent as every role to two apps over
+one seeded database: one with compiled execution, one without. The compiled app answers a document the
+second time it sees it from its plan (the first run validates it), and must send the same bytes as
+graphql-core did. The front end's own documents (the fixture manifest, tests/fixtures/trusted-documents.json)
+are sent the same way, by trusted id, with the variables the dashboard sends.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from schema.compiled import CompiledQueries
 from services.instances.states import InstanceStatus
 from tests.conftest import AppFactory, Issuer
 from tests.support.factories import insert_instances, instance_row
+from tests.support.trusted_documents import MANIFEST
 
 ROLES = ("viewer", "user", "operator", "admin")
 # Arguments for fields that need them; everything else is selected without arguments.
@@ -105,6 +109,24 @@ def documents(schema: GraphQLSchema) -> list[tuple[str, dict[str, Any]]]:
     )
     docs.append(("{ instances(first: -1) { nodes { id } } }", {}))  # BAD_USER_INPUT: graphql-core answers
     docs.append(("query($id: ID!) { instance(id: $id) { events(first: 99) { at } } }", {}))
+    # One field under several aliases with different arguments; a field selected twice, merged.
+    docs.append(
+        (
+            "query($id: ID!) { one: instances(first: 1) { nodes { id name } pageInfo { hasNextPage } }"
+            " two: instances(first: 2) { edges { cursor node { name t: __typename } }"
+            " pageInfo { hasNextPage hasPreviousPage startCursor endCursor } }"
+            " instance(id: $id) { name } instance(id: $id) { status events(last: 1) { at toStatus } } }",
+            {},
+        )
+    )
+    # Fragments spreading fragments, from the root down, one of them under a variable directive.
+    nested = (
+        "query Nested($id: ID!, $c: Boolean!) { ...Root } fragment Root on Query {"
+        " me { ...Who } instance(id: $id) { ...Card ...Times @include(if: $c) } }"
+        " fragment Who on Me { sub orgId } fragment Card on Instance { id name ...Times }"
+        " fragment Times on Instance { createdAt events(last: 2) { at } }"
+    )
+    docs += [(nested, {"c": True}), (nested, {"c": False})]
     return docs
 
 
@@ -160,6 +182,82 @@ async def test_compiled_and_graphql_core_send_the_same_bytes(
             checked += compiled.compiled - before
     # Most of them must really have run compiled, or this compares graphql-core with itself.
     assert checked >= len(cases) * len(ROLES) * 3 // 4, (checked, len(cases) * len(ROLES))
+
+
+async def _post_id(
+    client: httpx.AsyncClient, document_id: str, variables: dict[str, Any], token: str
+) -> bytes:
+    response = await client.post(
+        "/graphql",
+        json={"documentId": f"sha256:{document_id}", "variables": variables},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    return response.content + f" {response.status_code}".encode()
+
+
+def _variables(document: str, instance_id: str) -> list[dict[str, Any]]:
+    """Realistic variables for a front-end document: an existing instance, pages the dashboard asks for,
+    an instance that does not exist (for the mutations: they answer NOT_FOUND and change nothing)."""
+    if "$first" in document:
+        return [{"first": 3}, {"first": 50}]
+    if "$input" in document:  # an unknown flavor: refused with a user error, nothing created
+        return [{"input": {"name": "never", "flavor": "no-such-flavor", "image": "debian-12"}}]
+    if "$name" in document:
+        return [{"name": "never made"}]  # not a DNS label: refused with a user error, nothing created
+    if "$id" in document:
+        missing = {"id": "00000000-0000-0000-0000-000000000000"}
+        return [missing] if document.lstrip().startswith("mutation") else [{"id": instance_id}, missing]
+    return [{}]
+
+
+async def test_the_front_ends_trusted_documents_send_the_same_bytes_both_ways(
+    make_app: AppFactory, issuer: Issuer, engine: AsyncEngine
+) -> None:
+    """Every document of the fixture manifest, sent by id as the dashboard sends it, as every role.
+
+    Queries must run compiled (the second time) and answer the very bytes graphql-core answers. Mutations
+    are never compiled (`CompiledQueries.learn` keeps only queries: a mutation's extensions act per
+    execution); they are sent with variables that change nothing (an unknown id, an unknown flavor), so
+    both apps over one database must still answer the same bytes, and the compiled counter must not move.
+    Subscriptions are not served over HTTP: both apps refuse them alike."""
+    rows = await insert_instances(
+        engine,
+        [
+            instance_row(i, status=InstanceStatus.FAILED if i % 2 else InstanceStatus.ACTIVE, node=f"n-{i}")
+            for i in range(4)
+        ],
+    )
+    instance_id = str(rows[0]["id"])
+    manifest: dict[str, str] = orjson.loads(MANIFEST.read_bytes())
+    fast = await make_app(trusted_documents=MANIFEST)
+    slow = await make_app(trusted_documents=MANIFEST, compiled_execution=False)
+    compiled = _compiled(fast)
+    tokens = {role: issuer.token(role) for role in ROLES}
+    queries = compiled_queries = 0
+    kinds: dict[str, int] = {}
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=fast), base_url="http://gateway") as fast_client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=slow), base_url="http://gateway") as slow_client,
+    ):
+        for (document_id, document), role in itertools.product(sorted(manifest.items()), ROLES):
+            kind = document.lstrip().split(" ", 1)[0].split("(", 1)[0]
+            for variables in _variables(document, instance_id):
+                kinds[kind] = kinds.get(kind, 0) + 1
+                first = await _post_id(fast_client, document_id, variables, tokens[role])
+                expected = await _post_id(slow_client, document_id, variables, tokens[role])
+                before = compiled.compiled
+                again = await _post_id(fast_client, document_id, variables, tokens[role])
+                ran_compiled = compiled.compiled - before
+                assert _same(first, expected), (role, document, variables, _around(first, expected))
+                assert _same(again, expected), (role, document, variables, _around(again, expected))
+                if kind == "query":
+                    queries += 1
+                    compiled_queries += ran_compiled
+                else:
+                    assert ran_compiled == 0, (kind, document)
+    assert kinds.keys() == {"query", "mutation", "subscription"}, kinds
+    # Most of them must really have run compiled, or this compares graphql-core with itself.
+    assert compiled_queries >= queries * 3 // 4, (compiled_queries, queries)
 
 
 def _same(answer: bytes, expected: bytes) -> bool:

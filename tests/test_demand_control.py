@@ -12,6 +12,7 @@ from graphql import parse
 
 from schema.budget import Budget, LocalBuckets
 from schema.build import build_schema
+from schema.compiled import CompiledQueries
 from schema.cost import CostError, operation_cost
 from tests.conftest import AppFactory, Issuer
 
@@ -139,3 +140,67 @@ async def test_a_spent_budget_is_a_429_with_retry_after(make_app: AppFactory, is
         # Another user has a budget of their own.
         other = await http.post("/graphql", json=query, headers=issuer.headers("viewer", sub="someone-else"))
         assert other.status_code == 200
+
+
+async def test_the_compiled_path_charges_the_budget_once_whichever_path_answers(
+    make_app: AppFactory, issuer: Issuer
+) -> None:
+    """With a budget the compiled path stays on; each request takes exactly its estimate, once: answered
+    by graphql-core (first sight), by a plan, or by a plan that fell back to graphql-core."""
+    app = await make_app(cost_per_minute=200)
+    compiled = app.state.compiled
+    assert isinstance(compiled, CompiledQueries), "a budget must not turn compiled execution off"
+    budget = app.state.budget
+    assert isinstance(budget, Budget)
+    budget.local.clock = lambda: 0.0  # no refill during the test: the bucket moves by the charges only
+    sub = "viewer-1"
+
+    def left() -> float:
+        return budget.local._buckets[sub][0]
+
+    catalog = {"query": "{ catalog { flavors { name } } }"}  # 21
+    failing = {"query": "{ instances(first: -1) { nodes { id } } }"}  # 1; its resolver refuses -1
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway", headers=issuer.headers("viewer")
+    ) as http:
+        expected = 200.0
+        before, fell_back = compiled.compiled, compiled.fell_back
+        for _ in range(3):  # graphql-core, then a plan twice
+            answer = await http.post("/graphql", json=catalog)
+            assert answer.status_code == 200, answer.text
+            expected -= 21
+            assert left() == expected
+        assert compiled.compiled == before + 2
+        for _ in range(3):  # graphql-core, then a plan that falls back, twice
+            answer = await http.post("/graphql", json=failing)
+            assert answer.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", answer.text
+            expected -= 1
+            assert left() == expected
+        assert compiled.fell_back == fell_back + 2
+        for _ in range(10):  # down to 200 - 3 * 21 - 3 - 6 * 21 = 8: the seventh catalog is refused
+            answer = await http.post("/graphql", json=catalog)
+            if answer.status_code == 429:
+                break
+            expected -= 21
+            assert left() == expected
+        assert expected == 8
+        assert answer.json()["errors"][0]["extensions"] == {
+            "code": "RATE_LIMITED",
+            "retryAfter": 4,  # 13 tokens short at 200 a minute
+            "cost": {"estimated": 21, "limit": 5000},
+        }
+        assert left() == 8  # a refused charge takes nothing
+
+
+async def test_get_reports_the_estimate_when_asked(make_app: AppFactory, issuer: Issuer) -> None:
+    app = await make_app()
+    query = "{ catalog { flavors { name } } }"
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway", headers=issuer.headers("viewer")
+    ) as http:
+        for _ in range(2):  # graphql-core, then a document the compiled path knows: it reports as well
+            reported = await http.get(
+                "/graphql", params={"query": query, "extensions": '{"cost": {"report": true}}'}
+            )
+            assert reported.json()["extensions"] == {"cost": {"estimated": 21, "limit": 5000}}
+        assert "extensions" not in (await http.get("/graphql", params={"query": query})).json()

@@ -10,12 +10,13 @@ values, at most `MAX_VARIANTS` per document.
 The schema's extensions are checked once: the path is only on when every extension is one whose work is
 done once a document validated (the limits, parse and validation caches, discovery rules, mutation-only
 checks, error masking: the plan answers FORBIDDEN only, a public error masking leaves alone) or the
-operation metrics, which the path records itself (under the same label), and demand control without a
-per-user budget: the plan runs only when the cost estimate is within the limit and no report is asked for,
-else graphql-core answers. A budget charges every execution, and a plan may fall back to graphql-core after it
-ran, so with a budget the path is off (the charge would be made twice or not at all). Any other extension
-(tracing, which wants a span per field; one added later) turns the path off, so nothing an extension must
-observe is skipped.
+operation metrics, which the path records itself (under the same label), and demand control: the plan runs
+only when the cost estimate is within the limit and no report is asked for, else graphql-core answers.
+With a per-user budget the path charges the estimate itself, once, just before the plan runs, and leaves
+`schema.cost.Charged` on the context: when the plan falls back, graphql-core's `DemandControl` takes that
+instead of charging again (and a refused charge is answered there, RATE_LIMITED as ever). So every
+execution is charged exactly once whichever path answers. Any other extension (tracing, which wants a span
+per field; one added later) turns the path off, so nothing an extension must observe is skipped.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from strawberry.types import ExecutionResult
 
 from schema.active_token import ActiveTokenForWrites
 from schema.compiled.plan import Fallback, ObjectPlan, Uncompilable, compile_query, run
-from schema.cost import CostError, DemandControl, operation_cost, wants_report
+from schema.cost import Charged, Charger, DemandControl, charge, judge, wants_report
 from schema.discovery import DiscoveryAwareExecution, SchemaDiscovery, may_discover_in
 from schema.document_cache import ByteBoundedCache, digest, document_weight, parse_cached
 from schema.limits import MaxDocumentSize
@@ -86,10 +87,12 @@ class CompiledQueries:
         schema: strawberry.Schema,
         recorders: Sequence[tuple[OperationRecorder, OperationNamer | None]],
         max_cost: int | None = None,
+        budget: Charger | None = None,
     ) -> None:
         self.schema = schema
         self.recorders = tuple(recorders)
         self.max_cost = max_cost
+        self.budget = budget  # charged here, once, before a plan runs (see the module docstring)
         self.documents: ByteBoundedCache[_Document | None] = ByteBoundedCache(
             PLANS_MAX_BYTES, PLANS_MAX_ENTRY_BYTES
         )
@@ -101,16 +104,17 @@ class CompiledQueries:
         """None when an extension could need to see every execution (see the module docstring)."""
         recorders: list[tuple[OperationRecorder, OperationNamer | None]] = []
         max_cost: int | None = None
+        budget: Charger | None = None
         for factory in schema.extensions:
             extension = factory() if callable(factory) else factory
             if isinstance(extension, OperationMetrics):
                 recorders.append((extension.recorder, extension.namer))
-            elif isinstance(extension, DemandControl) and extension.budget is None:
-                max_cost = extension.max_cost
+            elif isinstance(extension, DemandControl):
+                max_cost, budget = extension.max_cost, extension.budget
             elif type(extension) not in _DONE_AFTER_VALIDATION or extension._implements_resolve():
                 logger.info("compiled execution off: %s observes executions", type(extension).__name__)
                 return None
-        return cls(schema, recorders, max_cost)
+        return cls(schema, recorders, max_cost, budget)
 
     @staticmethod
     def _key(query: str, operation_name: str | None, context: Any) -> bytes:
@@ -159,10 +163,12 @@ class CompiledQueries:
         )
         if isinstance(executor, list):
             return None  # variable errors: graphql-core words them
-        if self.max_cost is not None and not self._within_cost(
-            entry.document, operation_name, variables, extensions
-        ):
-            return None  # refused or reported by demand control, on graphql-core's path
+        estimate = 0
+        if self.max_cost is not None:
+            within = self._within_cost(entry.document, operation_name, variables, extensions)
+            if within is None:
+                return None  # refused or reported by demand control, on graphql-core's path
+            estimate = within
         coerced = executor.variable_values.coerced
         switch = tuple(coerced.get(name) for name in entry.switches)
         if switch in entry.plans:
@@ -179,11 +185,19 @@ class CompiledQueries:
                 entry.plans[switch] = plan
         if plan is None:
             return None
+        principal = getattr(context, "principal", None)
+        if self.budget is not None and principal is not None:
+            wait = await charge(self.budget, principal.sub, estimate)
+            context.cost_charged = Charged(retry_after=wait)
+            if wait is not None:
+                return None  # graphql-core's DemandControl answers RATE_LIMITED from the mark, uncharged
         try:
             data, errors = await run(plan, executor, context)
         except Fallback:
             self.fell_back += 1
-            return None
+            return None  # the mark stays: graphql-core runs it without charging again
+        if self.budget is not None and principal is not None:
+            context.cost_charged = None
         self.compiled += 1
         name = operation_name or (entry.operation.name.value if entry.operation.name else None)
         seconds = time.perf_counter() - started
@@ -198,15 +212,12 @@ class CompiledQueries:
         operation_name: str | None,
         variables: dict[str, Any] | None,
         extensions: dict[str, Any] | None,
-    ) -> bool:
-        """Whether demand control would admit the request silently (no refusal, no report)."""
-        if wants_report(extensions):
-            return False
-        try:
-            cost = operation_cost(self.schema._schema, document, operation_name, variables)
-        except CostError:
-            return False
-        return self.max_cost is None or cost <= self.max_cost
+    ) -> int | None:
+        """The estimate when demand control would admit the request silently (no refusal, no report)."""
+        if wants_report(extensions) or self.max_cost is None:
+            return None
+        estimate, refusal = judge(self.schema._schema, document, operation_name, variables, self.max_cost)
+        return estimate if refusal is None else None
 
 
 def _switches(document: DocumentNode) -> tuple[str, ...]:

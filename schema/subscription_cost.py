@@ -1,0 +1,128 @@
+"""Demand control for every subscriber of a shared subscription, and the subscribe payload's extensions.
+
+Subscribers with the same document, variables and rights share one run (`schema.multiplex`), so the run's
+own `DemandControl` sees only the member that started it. `SubscriptionCost.join` is called for each member
+as it is admitted (`GatewaySchema.stream`, on graphql-transport-ws, graphql-ws and graphql-sse alike): it
+estimates the document (once per share key: validated with graphql-core's rules, an invalid document is
+not charged and the run answers its errors), refuses it over `OPENCSP_MAX_OPERATION_COST`
+(COST_LIMIT_EXCEEDED) and charges the member's own budget (RATE_LIMITED with `retryAfter` when it is
+spent). A refused member gets its error as the first and only result, which the websocket protocols send
+as an `error` message and graphql-sse as a `next` with `errors`; it never joins the group. The group's own
+run is marked `Charged(report=False)`, so its `DemandControl` neither charges the first member twice nor
+puts one member's report into the payload every member shares; a member that asked for the estimate gets
+`extensions.cost` on its own first result instead.
+
+Strawberry's websocket handlers do not pass a subscribe payload's `extensions` to the schema:
+`requested(payload)` (gateway/websocket.py, on subscribe and start) keeps them in a context variable the
+operation's task inherits, and `GatewaySchema.stream` reads them with `requested_extensions()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
+from contextvars import ContextVar
+from typing import Any
+
+from graphql import GraphQLError, GraphQLSchema, validate
+from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
+
+from schema.cost import Charged, Charger, charge, judge, report, wants_report
+from schema.document_cache import parse_cached
+from schema.errors import rate_limited
+
+MAX_ESTIMATES = 1024  # share keys whose estimate is kept (least recently used go first)
+
+_requested: ContextVar[dict[str, Any] | None] = ContextVar("opencsp_subscribe_extensions", default=None)
+
+Results = AsyncGenerator[Any, None]
+
+
+def requested(payload: object) -> None:
+    """A subscribe (or start) payload's `extensions`, for the operation task the handler creates next."""
+    extensions = payload.get("extensions") if isinstance(payload, dict) else None
+    _requested.set(extensions if isinstance(extensions, dict) else None)
+
+
+def requested_extensions() -> dict[str, Any] | None:
+    return _requested.get()
+
+
+class SubscriptionCost:
+    def __init__(
+        self, schema: GraphQLSchema, max_cost: int, budget: Charger | None, *, max_tokens: int
+    ) -> None:
+        self.schema = schema
+        self.max_cost = max_cost
+        self.budget = budget
+        self.max_tokens = max_tokens
+        # share key -> (estimate, refusal); None: the document does not validate (the run says why).
+        self._estimates: OrderedDict[Hashable, tuple[int | None, GraphQLError | None] | None] = OrderedDict()
+
+    async def join(
+        self,
+        key: Hashable,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        extensions: dict[str, Any] | None,
+        context: Any,
+        shared: Any,
+        join: Callable[[], Awaitable[Results]],
+    ) -> Results:
+        """`join()` the group for a member that is admitted; else the member's refusal."""
+        judged = self._judge(key, query, variables, operation_name)
+        if judged is not None:
+            estimate, refusal = judged
+            principal = getattr(context, "principal", None)
+            if refusal is None and estimate is not None and self.budget is not None and principal is not None:
+                wait = await charge(self.budget, principal.sub, estimate)
+                if wait is not None:
+                    refusal = rate_limited(wait, estimate, self.max_cost)
+            if refusal is not None:
+                return _refused(refusal)
+        shared.cost_charged = Charged(report=False)  # its members pay here, each one, and report on their own
+        results = await join()
+        if judged is not None and judged[0] is not None and wants_report(extensions):
+            return _first_reports(results, report(judged[0], self.max_cost))
+        return results
+
+    def _judge(
+        self, key: Hashable, query: str, variables: dict[str, Any] | None, operation_name: str | None
+    ) -> tuple[int | None, GraphQLError | None] | None:
+        if key in self._estimates:
+            self._estimates.move_to_end(key)
+            return self._estimates[key]
+        judged: tuple[int | None, GraphQLError | None] | None = None
+        try:
+            document = parse_cached(query, max_tokens=self.max_tokens)
+        except GraphQLError:
+            document = None
+        if document is not None and not validate(self.schema, document):
+            judged = judge(self.schema, document, operation_name, variables, self.max_cost)
+        self._estimates[key] = judged
+        while len(self._estimates) > MAX_ESTIMATES:
+            self._estimates.popitem(last=False)
+        return judged
+
+
+async def _refused(error: GraphQLError) -> Results:
+    yield PreExecutionError(data=None, errors=[error])
+
+
+async def _first_reports(results: Results, cost: dict[str, int]) -> Results:
+    """The member's results, its first one with `extensions.cost` (taken out of the shared payload)."""
+    try:
+        first = True
+        async for result in results:
+            if first and isinstance(result, ExecutionResult):
+                first = False
+                data = dict(result.data) if result.data is not None else None
+                result = dataclasses.replace(
+                    result, data=data, extensions={**(result.extensions or {}), "cost": cost}
+                )
+            yield result
+    finally:
+        await results.aclose()
