@@ -277,7 +277,7 @@ def build_schema(
         )
         if max_operation_cost is not None:
             schema.subscription_cost = SubscriptionCost(
-                schema._schema, max_operation_cost, budget, max_tokens=document.max_tokens
+                schema._schema, max_operation_cost, budget, limits=document
             )
     enforce_requirements(schema)
     return schema

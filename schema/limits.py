@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from graphql import GraphQLError
+from graphql import ASTValidationRule, DocumentNode, GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
@@ -17,6 +17,7 @@ from strawberry.extensions import (
 from strawberry.extensions.query_depth_limiter import IgnoreContext
 
 from schema.document_cache import ByteBoundedCache
+from schema.document_cost import measure
 from schema.errors import document_too_large, is_public
 from schema.validation import VALIDATED_MAX_BYTES, CachedParse, CheckedValidation
 
@@ -54,6 +55,24 @@ def _mask(error: GraphQLError) -> bool:
     return not is_public(error)
 
 
+def limit_rules(limits: DocumentLimits) -> list[type[ASTValidationRule]]:
+    """The depth and alias limits as validation rules, beside graphql-core's own."""
+    return [
+        *QueryDepthLimiter(max_depth=limits.max_depth, should_ignore=_is_introspection).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
+    ]
+
+
+def within_limits(document: DocumentNode, limits: DocumentLimits) -> bool:
+    """The selection, field-pair and directive limits `CheckedValidation` applies, as a yes or no."""
+    cost = measure(document, limits.max_selections)
+    return (
+        cost.selections <= limits.max_selections
+        and cost.pairs <= limits.max_selections
+        and cost.directives <= limits.max_directives
+    )
+
+
 def extensions(limits: DocumentLimits) -> list[Callable[[], SchemaExtension]]:
     """Factories: Strawberry builds fresh extensions per operation; the parse/validation caches are shared
     (`schema.document_cache`: bounded by bytes; validation passes are kept per schema built).
@@ -62,10 +81,7 @@ def extensions(limits: DocumentLimits) -> list[Callable[[], SchemaExtension]]:
     operation, they would change the validation cache's key every time. So their rules are made once.
     """
     passed: ByteBoundedCache[bool] = ByteBoundedCache(VALIDATED_MAX_BYTES, VALIDATED_MAX_BYTES)
-    rules = [
-        *QueryDepthLimiter(max_depth=limits.max_depth, should_ignore=_is_introspection).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
-    ]
+    rules = limit_rules(limits)
     return [
         lambda: MaxDocumentSize(limits.max_query_bytes),
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),

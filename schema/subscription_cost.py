@@ -3,14 +3,14 @@
 Subscribers with the same document, variables and rights share one run (`schema.multiplex`), so the run's
 own `DemandControl` sees only the member that started it. `SubscriptionCost.join` is called for each member
 as it is admitted (`GatewaySchema.stream`, on graphql-transport-ws, graphql-ws and graphql-sse alike): it
-estimates the document (once per share key: validated with graphql-core's rules, an invalid document is
-not charged and the run answers its errors), refuses it over `OPENCSP_MAX_OPERATION_COST`
-(COST_LIMIT_EXCEEDED) and charges the member's own budget (RATE_LIMITED with `retryAfter` when it is
-spent). A refused member gets its error as the first and only result, which the websocket protocols send
-as an `error` message and graphql-sse as a `next` with `errors`; it never joins the group. The group's own
-run is marked `Charged(report=False)`, so its `DemandControl` neither charges the first member twice nor
-puts one member's report into the payload every member shares; a member that asked for the estimate gets
-`extensions.cost` on its own first result instead.
+estimates the document (once per share key: validated with graphql-core's rules and the gateway's own limits
+of `schema.limits`; a document the run will refuse is not charged and the run answers its errors), refuses
+it over `OPENCSP_MAX_OPERATION_COST` (COST_LIMIT_EXCEEDED) and charges the member's own budget (RATE_LIMITED
+with `retryAfter` when it is spent). A refused member gets its error as the first and only result, which the
+websocket protocols send as an `error` message and graphql-sse as a `next` with `errors`; it never joins the
+group. The group's own run is marked `Charged(report=False)`, so its `DemandControl` neither charges the
+first member twice nor puts one member's report into the payload every member shares; a member that asked
+for the estimate gets `extensions.cost` on its own first result instead.
 
 Strawberry's websocket handlers do not pass a subscribe payload's `extensions` to the schema:
 `requested(payload)` (gateway/websocket.py, on subscribe and start) keeps them in a context variable the
@@ -25,13 +25,14 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 from contextvars import ContextVar
 from typing import Any
 
-from graphql import GraphQLError, GraphQLSchema, validate
+from graphql import GraphQLError, GraphQLSchema, specified_rules, validate
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from schema.cost import Charged, Charger, charge, judge, report, wants_report
 from schema.document_cache import parse_cached
 from schema.errors import rate_limited
+from schema.limits import DocumentLimits, limit_rules, within_limits
 
 MAX_ESTIMATES = 1024  # share keys whose estimate is kept (least recently used go first)
 
@@ -52,12 +53,13 @@ def requested_extensions() -> dict[str, Any] | None:
 
 class SubscriptionCost:
     def __init__(
-        self, schema: GraphQLSchema, max_cost: int, budget: Charger | None, *, max_tokens: int
+        self, schema: GraphQLSchema, max_cost: int, budget: Charger | None, *, limits: DocumentLimits
     ) -> None:
         self.schema = schema
         self.max_cost = max_cost
         self.budget = budget
-        self.max_tokens = max_tokens
+        self.limits = limits
+        self._rules = (*specified_rules, *limit_rules(limits))
         # share key -> (estimate, refusal); None: the document does not validate (the run says why).
         self._estimates: OrderedDict[Hashable, tuple[int | None, GraphQLError | None] | None] = OrderedDict()
 
@@ -97,10 +99,14 @@ class SubscriptionCost:
             return self._estimates[key]
         judged: tuple[int | None, GraphQLError | None] | None = None
         try:
-            document = parse_cached(query, max_tokens=self.max_tokens)
+            document = parse_cached(query, max_tokens=self.limits.max_tokens)
         except GraphQLError:
             document = None
-        if document is not None and not validate(self.schema, document):
+        if (
+            document is not None
+            and within_limits(document, self.limits)
+            and not validate(self.schema, document, self._rules)
+        ):
             judged = judge(self.schema, document, operation_name, variables, self.max_cost)
         self._estimates[key] = judged
         while len(self._estimates) > MAX_ESTIMATES:

@@ -115,6 +115,15 @@ async def test_every_subscriber_of_a_shared_subscription_is_charged_and_refused_
             await third.send(subscribe(protocol, "6", {"query": invalid}))
             assert "nope" in refusal(protocol, await receive(third), "6")["message"]
             assert left(app, "alice") == 16
+            # Nor one over the gateway's own limits (here: more aliases than allowed), which the run refuses.
+            aliased = " ".join(f"a{i}: from" for i in range(40))
+            await third.send(
+                subscribe(
+                    protocol, "7", {"query": f"subscription {{ instanceStatusChanges {{ {aliased} }} }}"}
+                )
+            )
+            assert "aliases" in refusal(protocol, await receive(third), "7")["message"]
+            assert left(app, "alice") == 16
         finally:
             for socket in (first, second, third, other):
                 await socket.close()
