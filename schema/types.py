@@ -10,11 +10,13 @@ its GraphQL name stays the one the SDL has always had.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 
+from schema.compiled import Reads
 from schema.context import EVENTS_PER_INSTANCE, Context
 from schema.cost import PEER_CALL, list_size
 from schema.errors import BadUserInput, Unavailable
@@ -334,34 +336,90 @@ class PageInfo:
 class InstanceEdge:
     node: Instance
 
-    page: strawberry.Private[Page]
+    page: strawberry.Private[Page[InstanceRecord]]
 
     @strawberry.field(description="Pass as `after` (with the same orderBy) to read the page that follows.")
     def cursor(self) -> str:
         return self.page.cursor(self.node.record)
 
 
+# The Instance fields that are the record's attribute of the same name, as `from_record` copies them, and
+# `id`: the record's UUID, which the ID scalar serializes exactly as `from_record`'s `str` does. A narrow
+# page's row (`services.instances.reading.narrow_row`) answers these as an Instance would.
+COPIED_FROM_RECORD = frozenset(
+    {
+        "id",
+        "name",
+        "description",
+        "org_id",
+        "owner_sub",
+        "owner_name",
+        "flavor",
+        "image",
+        "cpu",
+        "memory_mib",
+        "disk_gib",
+        "status",
+        "task",
+        "ip_address",
+        "hostname",
+        "node",
+        "created_at",
+        "updated_at",
+        "active_at",
+        "deleted_at",
+        "version",
+    }
+)
+
+
 @strawberry.type(description="A page of instances, newest first unless orderBy says otherwise.")
 class InstanceConnection:
     edges: list[InstanceEdge]
     page_info: PageInfo
+    # A narrow page's rows (`narrow_columns`), in place of `Instance`s; `edges` is then empty.
+    rows: strawberry.Private[Sequence[Any] | None] = None
 
     @strawberry.field(description="The instances of this page, for clients that need no cursors.")
     def nodes(self) -> list[Instance]:
+        if self.rows is not None:
+            return self.rows  # type: ignore[return-value]  # they answer every field read (narrow_columns)
         return [edge.node for edge in self.edges]
 
+    @staticmethod
+    def narrow_columns(reads: Reads | None) -> tuple[str, ...] | None:
+        """The columns of a narrow page that answers `reads` (a compiled plan's, `schema.compiled`), or
+        None when the plan needs full Instances: it reads edges, or an Instance field that is not a
+        column copied as is (a resolver such as `labels`, or one `from_record` computes)."""
+        if reads is None or not reads.keys() <= {"InstanceConnection", "Instance", "PageInfo"}:
+            return None
+        if not reads.get("InstanceConnection", frozenset()) <= {"nodes", "page_info"}:
+            return None
+        instance = reads.get("Instance", frozenset())
+        return tuple(sorted(instance)) if instance <= COPIED_FROM_RECORD else None
+
     @classmethod
-    def from_page(cls, page: Page) -> InstanceConnection:
+    def from_page(cls, page: Page[InstanceRecord]) -> InstanceConnection:
         items = page.items
         return cls(
             edges=[InstanceEdge(node=Instance.from_record(item), page=page) for item in items],
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                has_previous_page=page.has_previous_page,
-                start_cursor=page.cursor(items[0]) if items else None,
-                end_cursor=page.cursor(items[-1]) if items else None,
-            ),
+            page_info=_page_info(page),
         )
+
+    @classmethod
+    def from_narrow_page(cls, page: Page[Any]) -> InstanceConnection:
+        """A narrow page's rows as the connection's nodes, for the plan that asked for those columns."""
+        return cls(edges=[], page_info=_page_info(page), rows=page.items)
+
+
+def _page_info(page: Page[Any]) -> PageInfo:
+    items = page.items
+    return PageInfo(
+        has_next_page=page.has_next_page,
+        has_previous_page=page.has_previous_page,
+        start_cursor=page.cursor(items[0]) if items else None,
+        end_cursor=page.cursor(items[-1]) if items else None,
+    )
 
 
 @strawberry.type(description="A label: a Kubernetes label name without a prefix, and its value.")

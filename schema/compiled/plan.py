@@ -33,6 +33,7 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLResolveInfo,
     GraphQLString,
     located_error,
 )
@@ -79,12 +80,53 @@ class FieldPlan:
     # the object's loop. Enum outputs: the type's output per member seen (Strawberry's coerce_output_value
     # scans the enum's values every time); only Python enum members are kept, so a few per field.
     leaf: tuple[str, int, bool, GraphQLLeafType, dict[Enum, Any]] | None = None
+    # A resolver field of an object type: what the plan reads below it (`Reads`), handed to the resolver
+    # on its info (`PlannedInfo`).
+    reads: Reads | None = None
 
 
 @dataclass(slots=True)
 class ObjectPlan:
     type: GraphQLObjectType
     fields: list[FieldPlan]
+
+
+# Below a resolver field: for each object type the plan completes there, the Python names of the fields
+# it selects on that type (basic and resolver fields alike; `__typename` reads nothing).
+Reads = Mapping[str, frozenset[str]]
+
+
+class PlannedInfo:
+    """Mixed into the executor's resolve info (a named tuple: Strawberry's adds a field to
+    graphql-core's), adding `reads`: what the plan reads from what this resolver returns.
+
+    A resolver may use it to fetch less (a page of only the columns read: `resolvers.instances`), as long
+    as the objects it returns answer every name in `reads` of their type as the full objects would. Only
+    the plan passes it, and a plan never reads more than it says; graphql-core's runs (fallbacks
+    included) pass a plain info, so the resolver returns full objects there."""
+
+    __slots__ = ()
+    reads: Reads
+
+
+_PLANNED: dict[type[Any], type[Any]] = {}
+
+
+def _planned(info: GraphQLResolveInfo[Any], reads: Reads) -> GraphQLResolveInfo[Any]:
+    kind = type(info)
+    planned = _PLANNED.get(kind)
+    if planned is None:
+        planned = _PLANNED[kind] = type(f"Planned{kind.__name__}", (kind, PlannedInfo), {})
+    copy: Any = planned(*info)
+    copy.reads = reads
+    return copy  # type: ignore[no-any-return]
+
+
+def planned_reads(info: Any) -> Reads | None:
+    """What the compiled plan reads below the field being resolved; None when graphql-core resolves it.
+    `info`: graphql-core's or Strawberry's."""
+    raw = getattr(info, "_raw_info", info)  # Strawberry's Info keeps graphql-core's as `_raw_info`
+    return raw.reads if isinstance(raw, PlannedInfo) else None
 
 
 def compile_query(executor: Executor[Any]) -> ObjectPlan:
@@ -149,9 +191,32 @@ def _object(executor: Executor[Any], type_: GraphQLObjectType, grouped: Mapping[
                 completion,
                 not is_non_null_type(field.type),
                 leaf,
+                None if basic else _reads(completion),
             )
         )
     return ObjectPlan(type_, fields)
+
+
+def _reads(completion: Completion) -> Reads | None:
+    """What a plan reads below a field completed by `completion`; None below a leaf type."""
+    found: dict[str, set[str]] = {}
+
+    def walk(completion: Completion) -> None:
+        kind, inner = completion
+        if kind in ("nonnull", "list"):
+            walk(inner)
+        elif kind == "object":
+            names = found.setdefault(inner.type.name, set())
+            for field in inner.fields:
+                if field.field is None:
+                    continue  # __typename
+                definition = (field.field.extensions or {}).get(DEFINITION)
+                names.add(definition.python_name if definition is not None else field.name)
+                assert field.completion is not None
+                walk(field.completion)
+
+    walk(completion)
+    return {name: frozenset(names) for name, names in found.items()} if found else None
 
 
 def _completion(executor: Executor[Any], type_: GraphQLOutputType, details: list[FieldDetails]) -> Completion:
@@ -275,6 +340,8 @@ class Run:
         assert definition is not None
         nodes = [d.node for d in field.details]
         info = executor.build_resolve_info(definition, nodes, field_parent(executor, type_name), path)
+        if field.reads is not None:
+            info = _planned(info, field.reads)
         try:
             node = field.details[0].node
             args = (
