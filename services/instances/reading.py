@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.db.models import InstanceEventRow, InstanceLabelRow, InstanceRow
 from services.instances.cursor import SortKey, decode_cursor, encode_cursor
@@ -79,6 +79,7 @@ def narrow_columns(wanted: Sequence[str]) -> tuple[str, ...]:
 class InstanceReader:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self._pages = _page_engine(sessions)
 
     async def by_ids(self, ids: Sequence[uuid.UUID], visibility: Visibility) -> list[InstanceRecord | None]:
         """In the order asked; an instance the caller may not see is None, exactly like a missing one."""
@@ -101,8 +102,7 @@ class InstanceReader:
     ) -> Page[InstanceRecord]:
         """In `order`, the id breaking ties; fetch one extra row to learn whether another page follows."""
         query = _page_query(INSTANCE_COLUMNS, visibility, instance_filter, after, order)
-        async with self._sessions() as session:
-            rows = (await session.execute(query.limit(first + 1))).all()
+        rows = await self._page_rows(query.limit(first + 1))
         return Page(
             items=[InstanceRecord.from_row(row) for row in rows[:first]],
             has_next_page=len(rows) > first,
@@ -124,11 +124,11 @@ class InstanceReader:
         the column names as attributes (`narrow_row`) instead of records. For a reader that knows which
         fields it reads, such as a compiled query plan; the columns' values are the records' own."""
         names = narrow_columns(columns)
-        query = _page_query(
-            [getattr(InstanceRow, name) for name in names], visibility, instance_filter, after, order
-        )
-        async with self._sessions() as session:
-            rows = (await session.execute(query.limit(first + 1))).all()
+        if after is None:
+            query = _first_narrow_page_query(names, visibility, instance_filter, order, first + 1)
+        else:
+            query = _narrow_page_query(names, visibility, instance_filter, after, order, first + 1)
+        rows = await self._page_rows(query)
         make, row = tuple.__new__, narrow_row(names)
         return Page(
             items=[make(row, values) for values in rows[:first]],
@@ -136,6 +136,16 @@ class InstanceReader:
             has_previous_page=after is not None,
             order=order,
         )
+
+    async def _page_rows(self, query: Select[tuple[object, ...]]) -> Sequence[Any]:
+        """A page's one SELECT on a pooled connection of its own, without an ORM session (the rows are
+        plain columns): on PostgreSQL in autocommit, so no BEGIN and ROLLBACK round trips around it (one
+        statement sees one snapshot either way)."""
+        if self._pages is None:
+            async with self._sessions() as session:
+                return (await session.execute(query)).all()
+        async with self._pages.connect() as connection:
+            return (await connection.execute(query)).all()
 
     async def labels(self, instance_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
         """The labels of many instances in one query (the DataLoader's batch). Callers pass only ids
@@ -177,6 +187,40 @@ class InstanceReader:
             for row in (await session.execute(query)).mappings():
                 result[row["instance_id"]].append(InstanceEventRecord.from_mapping(row))
         return result
+
+
+def _narrow_page_query(
+    names: tuple[str, ...],
+    visibility: Visibility,
+    instance_filter: InstanceFilter,
+    after: str | None,
+    order: Order,
+    limit: int,
+) -> Select[tuple[object, ...]]:
+    columns = [getattr(InstanceRow, name) for name in names]
+    return _page_query(columns, visibility, instance_filter, after, order).limit(limit)
+
+
+@lru_cache(maxsize=512)
+def _first_narrow_page_query(
+    names: tuple[str, ...], visibility: Visibility, instance_filter: InstanceFilter, order: Order, limit: int
+) -> Select[tuple[object, ...]]:
+    """A first page's statement, made once per caller's visibility, filter, order and size: building a
+    SELECT and its cache key costs about as much as processing a page of 20 rows. Statements are
+    immutable, so requests share them; a page after a cursor is built each time."""
+    return _narrow_page_query(names, visibility, instance_filter, None, order, limit)
+
+
+def _page_engine(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine | None:
+    """The sessions' engine for page reads; None when they are not bound to one engine."""
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, AsyncEngine):
+        return None
+    if bind.dialect.name == "postgresql":
+        return bind.execution_options(isolation_level="AUTOCOMMIT")
+    # SQLite's driver opens no transaction for a SELECT (services.db.engine), and setting an isolation
+    # level would cost a hop through aiosqlite's thread per read.
+    return bind
 
 
 def _page_query(
