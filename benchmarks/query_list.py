@@ -299,7 +299,11 @@ async def run(args: argparse.Namespace) -> None:
             results = await measure(url, str(manifest), args)
     for result in results[1:]:
         if result.sample != results[0].sample:
-            raise Failed(f"the {result.kind} gateway and the baseline returned different pages")
+            first = next(
+                (pair for pair in zip(result.sample, results[0].sample, strict=False) if pair[0] != pair[1]),
+                (len(result.sample), len(results[0].sample)),
+            )
+            raise Failed(f"the {result.kind} gateway and the baseline returned different pages: {first}")
     print(report(results, args))
 
 

@@ -5,7 +5,8 @@
 - the machine: `free_port()`, and per process `cpu_seconds()` and `rss_kib()` from /proc.
 - figures: `percentile()` and `ratio_line()`.
 - data and the app: `seeded_database()` (SQLite or PostgreSQL, migrated, instances in final states),
-  `gateway_app()` (the real app, built as `serve` builds it, with an admin token), `serve()` (uvicorn).
+  `gateway_app()` (the real app, built as `serve` builds it but without the periodic reconcile, with an
+  admin token), `serve()` (uvicorn).
 - the list workload that query_list serves and profile_query_list dissects: `QUERY` (by id: `QUERY_ID`,
   `write_manifest()`), `BODY`, `TRUSTED_BODY`, `BODIES`, `FIELDS`,
   `PAGE_SIZE`, `PATHS`, `check_page()` and the hand-written `baseline_app()` with its `BASELINE_SELECT`.
@@ -234,7 +235,10 @@ async def gateway_app(
     runtime = await build_runtime(settings)
     if runtime.dev_issuer is None:
         raise Failed("dev mode built no token issuer")
-    return Gateway(create_app(runtime), runtime, runtime.dev_issuer.issue("admin", ttl=3600))
+    # Without the periodic reconcile: dev mode's simulated cluster holds none of the seeded VMs, so it
+    # would turn instances FAILED under the measurement (and spend the server's CPU on it).
+    app = create_app(runtime, background=False)
+    return Gateway(app, runtime, runtime.dev_issuer.issue("admin", ttl=3600))
 
 
 # --- The list workload -----------------------------------------------------------------------------------
