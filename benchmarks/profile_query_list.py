@@ -183,6 +183,11 @@ def gateway_variants(gateway: Gateway) -> tuple[Call, dict[str, Call]]:
         async with sessions() as session:
             return (await session.execute(BASELINE_SELECT)).all()
 
+    async def narrow_select_on_connection() -> object:
+        # What narrow_page() does (no ORM session): the baseline could do it too.
+        async with gateway.runtime.engine.connect() as connection:
+            return (await connection.execute(BASELINE_SELECT)).all()
+
     async def prepare() -> None:
         first = await page()
         PREBUILT["connection"] = InstanceConnection.from_page(first)  # as the `instances` resolver does
@@ -192,6 +197,7 @@ def gateway_variants(gateway: Gateway) -> tuple[Call, dict[str, Call]]:
 
     return prepare, {
         "the baseline's 12-column SELECT alone (same engine, no HTTP)": narrow_select,
+        "the same SELECT on a connection, without a session": narrow_select_on_connection,
         "service page(): SQL, 26-column records, cursors": page,
         "service narrow_page(): the columns the plan reads, rows": narrow_page,
         "page() + Instance.from_record x100": wrap,
