@@ -10,7 +10,13 @@ import strawberry
 from schema.compiled import planned_reads
 from schema.context import Context
 from schema.errors import BadUserInput
-from schema.types import Instance, InstanceConnection, InstanceFilterInput, InstanceOrderInput
+from schema.types import (
+    Instance,
+    InstanceConnection,
+    InstanceFilterInput,
+    InstanceOrderInput,
+    narrow_view,
+)
 from services.instances.cursor import InvalidCursor
 from services.instances.labels import LabelFilterError, parse_label_filter
 from services.instances.ordering import NEWEST_FIRST, Order
@@ -67,7 +73,7 @@ async def resolve_instances(
     try:
         if columns is not None:
             narrow = await reader.narrow_page(
-                visibility, service_filter, columns, first=size, after=after, order=order
+                visibility, service_filter, columns, first=size, after=after, order=order, row=narrow_view
             )
             return InstanceConnection.from_narrow_page(narrow)
         page = await reader.page(visibility, service_filter, first=size, after=after, order=order)

@@ -10,8 +10,10 @@ its GraphQL name stays the one the SDL has always had.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import lru_cache
+from operator import itemgetter
 from typing import Annotated, Any
 
 import strawberry
@@ -26,7 +28,7 @@ from services.catalog import Catalog, Flavor, Image
 from services.instances.internals import PeerUnavailable
 from services.instances.ordering import OrderDirection, OrderField
 from services.instances.quota_usage import Measure, QuotaUsage
-from services.instances.reading import Page
+from services.instances.reading import Page, narrow_row
 from services.instances.reasons import public_reason, sentence
 from services.instances.records import InstanceEventRecord, InstanceRecord
 from services.instances.states import InstanceStatus, InstanceTask, PowerState, reported_power
@@ -345,7 +347,8 @@ class InstanceEdge:
 
 # The Instance fields that are the record's attribute of the same name, as `from_record` copies them, and
 # `id`: the record's UUID, which the ID scalar serializes exactly as `from_record`'s `str` does. A narrow
-# page's row (`services.instances.reading.narrow_row`) answers these as an Instance would.
+# page's row (`services.instances.reading.narrow_row`) answers these as an Instance would, and those of
+# COMPUTED_FROM_RECORD through `narrow_view`.
 COPIED_FROM_RECORD = frozenset(
     {
         "id",
@@ -373,6 +376,50 @@ COPIED_FROM_RECORD = frozenset(
 )
 
 
+def _detail(message: str | None) -> str | None:
+    return message
+
+
+# The Instance fields `from_record` computes: (the columns it reads, in order, and how).
+COMPUTED_FROM_RECORD: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
+    "power_state": (("status", "power_state"), reported_power),
+    "status_reason": (("status_reason",), public_reason),
+    "status_message": (("status_reason",), sentence),
+    "status_detail": (("status_message",), _detail),
+}
+
+
+@lru_cache(maxsize=256)
+def narrow_view(columns: tuple[str, ...]) -> type[tuple[Any, ...]]:
+    """The class of a narrow page's rows of `columns` that answers COMPUTED_FROM_RECORD's fields as
+    `from_record` computes them, where it holds their columns. A column whose name is such a field's
+    (`status_reason`, `status_message`, `power_state`) never answers for the field: without the field's
+    own columns, reading it raises (a plan then falls back to graphql-core)."""
+    at = {name: index for index, name in enumerate(columns)}
+    attributes: dict[str, Any] = {"__slots__": ()}
+    for name, (needs, compute) in COMPUTED_FROM_RECORD.items():
+        if all(column in at for column in needs):
+            getters = [itemgetter(at[column]) for column in needs]
+            attributes[name] = property(_computed(compute, getters))
+        elif name in at:
+            attributes[name] = property(_missing(name))
+    return type("InstanceView", (narrow_row(columns),), attributes)
+
+
+def _computed(compute: Callable[..., Any], getters: list[itemgetter[Any]]) -> Callable[[Any], Any]:
+    if len(getters) == 1:
+        (only,) = getters
+        return lambda row: compute(only(row))
+    return lambda row: compute(*(getter(row) for getter in getters))
+
+
+def _missing(name: str) -> Callable[[Any], Any]:
+    def missing(_: Any) -> Any:
+        raise AttributeError(f"{name}: this narrow page did not read its columns")
+
+    return missing
+
+
 @strawberry.type(description="A page of instances, newest first unless orderBy says otherwise.")
 class InstanceConnection:
     edges: list[InstanceEdge]
@@ -389,14 +436,20 @@ class InstanceConnection:
     @staticmethod
     def narrow_columns(reads: Reads | None) -> tuple[str, ...] | None:
         """The columns of a narrow page that answers `reads` (a compiled plan's, `schema.compiled`), or
-        None when the plan needs full Instances: it reads edges, or an Instance field that is not a
-        column copied as is (a resolver such as `labels`, or one `from_record` computes)."""
+        None when the plan needs full Instances: it reads edges, or an Instance field that is neither a
+        column copied as is nor computed from columns (a resolver such as `labels`). Read its rows
+        through `narrow_view`."""
         if reads is None or not reads.keys() <= {"InstanceConnection", "Instance", "PageInfo"}:
             return None
         if not reads.get("InstanceConnection", frozenset()) <= {"nodes", "page_info"}:
             return None
         instance = reads.get("Instance", frozenset())
-        return tuple(sorted(instance)) if instance <= COPIED_FROM_RECORD else None
+        if not instance <= COPIED_FROM_RECORD | COMPUTED_FROM_RECORD.keys():
+            return None
+        columns = set(instance & COPIED_FROM_RECORD)
+        for name in instance & COMPUTED_FROM_RECORD.keys():
+            columns.update(COMPUTED_FROM_RECORD[name][0])
+        return tuple(sorted(columns))
 
     @classmethod
     def from_page(cls, page: Page[InstanceRecord]) -> InstanceConnection:

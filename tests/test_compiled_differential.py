@@ -21,12 +21,13 @@ from starlette.applications import Starlette
 
 from schema.compiled import CompiledQueries
 from schema.permissions import DEFINITION
-from schema.types import COPIED_FROM_RECORD, Instance
+from schema.types import COMPUTED_FROM_RECORD, COPIED_FROM_RECORD, Instance, narrow_view
 from services.instances.reading import InstanceReader
 from services.instances.records import InstanceRecord
 from services.instances.states import InstanceStatus, InstanceTask, PowerState
 from tests.conftest import AppFactory, Issuer
 from tests.support.factories import BASE_TIME, insert_instances, instance_row
+from tests.support.trusted_documents import dashboard_documents
 
 ROLES = ("viewer", "user", "operator", "admin")
 # Arguments for fields that need them; everything else is selected without arguments.
@@ -174,13 +175,14 @@ def narrow_documents(schema: GraphQLSchema) -> list[tuple[str, dict[str, Any], b
     selections beside them that need full Instances (edges, a computed field, a resolver)."""
     instance = schema.get_type("Instance")
     assert isinstance(instance, GraphQLObjectType)
+    narrow = COPIED_FROM_RECORD | COMPUTED_FROM_RECORD.keys()
     copied = [
         name
         for name, field in instance.fields.items()
-        if (field.extensions or {})[DEFINITION].python_name in COPIED_FROM_RECORD
+        if (field.extensions or {})[DEFINITION].python_name in narrow
     ]
-    assert len(copied) == len(COPIED_FROM_RECORD)
-    guarded = ["ipAddress", "hostname", "node"]
+    assert len(copied) == len(narrow)
+    guarded = ["ipAddress", "hostname", "node", "statusDetail"]
     every = " ".join(copied)
     page_info = "pageInfo { hasNextPage hasPreviousPage startCursor endCursor __typename }"
     docs: list[tuple[str, dict[str, Any], bool]] = [
@@ -219,15 +221,21 @@ def narrow_documents(schema: GraphQLSchema) -> list[tuple[str, dict[str, Any], b
             {},
             True,
         ),
-        # Full Instances: edges, a computed field, a resolver field.
+        # A computed field's columns under another field's name: statusDetail reads the status_message
+        # column, statusMessage is computed from status_reason.
+        ("{ instances(first: 6) { nodes { statusDetail } } }", {}, True),
+        ("{ instances(first: 6) { nodes { statusMessage statusDetail powerState status } } }", {}, True),
+        # Full Instances: edges, a resolver field.
         (f"{{ instances(first: 3) {{ edges {{ cursor node {{ {every} }} }} }} }}", {}, False),
-        (
-            f"{{ instances(first: 3) {{ nodes {{ {every} powerState statusReason statusDetail }} }} }}",
-            {},
-            False,
-        ),
         ("{ instances(first: 3) { nodes { id labels { key value } } } }", {}, False),
     ]
+    # The dashboard's own list documents.
+    docs += [
+        (document, {"first": 5}, True)
+        for document in dashboard_documents()
+        if document.startswith("query Instances(")
+    ]
+    assert sum(document.startswith("query Instances(") for document, _, _ in docs) == 2
     return docs
 
 
@@ -247,6 +255,8 @@ async def test_narrow_pages_send_the_same_bytes(
                 ip_address=None if i == 5 else f"10.0.0.{i}",
                 hostname=None if i == 6 else f"vm-{i}.internal",
                 description=f"the {i}th",
+                status_reason=("TerraformFailed", "NotAReasonWeKnow", None)[i % 3],
+                status_message=f"peer said {i}" if i % 2 else None,
                 task=InstanceTask.REBOOTING if i == 2 else None,
                 power_state=PowerState.STOPPED if i == 3 else PowerState.RUNNING,
                 active_at=BASE_TIME if i % 2 else None,
@@ -323,6 +333,13 @@ def test_what_a_narrow_page_holds_is_what_from_record_copies() -> None:
     for name in COPIED_FROM_RECORD - {"id"}:
         assert getattr(instance, name) is getattr(record, name), name
     assert instance.id == str(record.id)
+    for name, (columns, _) in COMPUTED_FROM_RECORD.items():
+        names = tuple(sorted({*columns, "id"}))
+        row = tuple.__new__(narrow_view(names), [getattr(record, column) for column in names])
+        assert getattr(row, name) == getattr(instance, name), name
+    # A column named like a computed field never answers for it without the field's own columns.
+    with pytest.raises(AttributeError):
+        narrow_view(("id", "status_message")).status_message.fget(("x", "raw"))  # type: ignore[attr-defined]
 
 
 def _same(answer: bytes, expected: bytes) -> bool:

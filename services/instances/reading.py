@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import namedtuple
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
@@ -119,19 +119,22 @@ class InstanceReader:
         first: int,
         after: str | None = None,
         order: Order = NEWEST_FIRST,
+        row: Callable[[tuple[str, ...]], type[tuple[Any, ...]]] = narrow_row,
     ) -> Page[Any]:
         """`page()`, the same rows, with only `columns` read (and `NARROW_ALWAYS`): named tuples with
         the column names as attributes (`narrow_row`) instead of records. For a reader that knows which
-        fields it reads, such as a compiled query plan; the columns' values are the records' own."""
+        fields it reads, such as a compiled query plan; the columns' values are the records' own.
+        `row`: the class of the rows, given the columns in their order (a subclass of `narrow_row`'s
+        may add attributes computed from them)."""
         names = narrow_columns(columns)
         if after is None:
             query = _first_narrow_page_query(names, visibility, instance_filter, order, first + 1)
         else:
             query = _narrow_page_query(names, visibility, instance_filter, after, order, first + 1)
         rows = await self._page_rows(query)
-        make, row = tuple.__new__, narrow_row(names)
+        make, kind = tuple.__new__, row(names)
         return Page(
-            items=[make(row, values) for values in rows[:first]],
+            items=[make(kind, values) for values in rows[:first]],
             has_next_page=len(rows) > first,
             has_previous_page=after is not None,
             order=order,
