@@ -11,7 +11,7 @@ all of them. Prints requests/s, p50/p99 latency and server CPU per request of ea
 to the baseline by req/s and by server CPU. Every response is checked (100 items of exactly 12 fields, no
 errors) and one page of each server must be equal, so a broken server cannot look fast.
 
-    .venv/bin/python -m benchmarks.query_list                  # SQLite, ~15 s
+    .venv/bin/python -m benchmarks.query_list                  # SQLite, ~20 s
     .venv/bin/python -m benchmarks.query_list --database postgresql
     .venv/bin/python -m benchmarks.query_list --smoke          # a few requests: proves the script runs
 
