@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
 import io
 import pstats
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,7 +37,7 @@ from starlette.applications import Starlette
 from starlette.types import Message, Scope
 
 from benchmarks import support
-from benchmarks.support import BASELINE_SELECT, BODY, FIELDS, PAGE_SIZE, PATHS, QUERY, Failed, Gateway
+from benchmarks.support import BASELINE_SELECT, BODIES, FIELDS, PAGE_SIZE, PATHS, QUERY, Failed, Gateway
 from gateway.bootstrap import document_limits
 from schema.build import Query, build_schema
 from schema.context import Context
@@ -42,13 +45,18 @@ from schema.types import Instance, InstanceConnection
 from services.auth.principal import SYSTEM
 from services.db.engine import make_sessionmaker
 from services.instances.reading import InstanceFilter, Page
+from services.instances.records import InstanceRecord
 from services.instances.visibility import Visibility
 
 Call = Callable[[], Awaitable[object]]
+# What the list document's plan asks `narrow_page` for: its 12 fields' attributes.
+NARROW = tuple(sorted(FIELDS.values()))
 
 
-async def asgi_post(app: Starlette, path: str, token: str = "-") -> bytes:
-    """One POST of query_list's body straight into the ASGI app; returns the response body."""
+async def asgi_post(app: Starlette, kind: str, token: str = "-") -> bytes:
+    """One POST of query_list's body for `kind` (support.BODIES) straight into the ASGI app; returns the
+    response body."""
+    path, body = PATHS[kind], BODIES[kind]
     scope: Scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -63,7 +71,7 @@ async def asgi_post(app: Starlette, path: str, token: str = "-") -> bytes:
             (b"host", b"bench"),
             (b"content-type", b"application/json"),
             (b"accept", b"application/json"),
-            (b"content-length", str(len(BODY)).encode()),
+            (b"content-length", str(len(body)).encode()),
             (b"authorization", f"Bearer {token}".encode()),
         ],
         "client": ("127.0.0.1", 1),
@@ -78,7 +86,7 @@ async def asgi_post(app: Starlette, path: str, token: str = "-") -> bytes:
         if sent:
             await asyncio.sleep(3600)  # a disconnect never comes while the app works
         sent = True
-        return {"type": "http.request", "body": BODY, "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: Message) -> None:
         nonlocal status
@@ -142,8 +150,13 @@ def gateway_variants(gateway: Gateway) -> tuple[Call, dict[str, Call]]:
     def context() -> Context:
         return Context.create(services, SYSTEM)
 
-    async def page() -> Page:
+    async def page() -> Page[InstanceRecord]:
         return await services.instances.page(Visibility.everything(), InstanceFilter(), first=PAGE_SIZE)
+
+    async def narrow_page() -> Page[Any]:
+        return await services.instances.narrow_page(
+            Visibility.everything(), InstanceFilter(), NARROW, first=PAGE_SIZE
+        )
 
     async def execute(name: str) -> object:
         result = await schemas[name].execute(QUERY, context_value=context())
@@ -170,6 +183,11 @@ def gateway_variants(gateway: Gateway) -> tuple[Call, dict[str, Call]]:
         async with sessions() as session:
             return (await session.execute(BASELINE_SELECT)).all()
 
+    async def narrow_select_on_connection() -> object:
+        # What narrow_page() does (no ORM session): the baseline could do it too.
+        async with gateway.runtime.engine.connect() as connection:
+            return (await connection.execute(BASELINE_SELECT)).all()
+
     async def prepare() -> None:
         first = await page()
         PREBUILT["connection"] = InstanceConnection.from_page(first)  # as the `instances` resolver does
@@ -179,7 +197,9 @@ def gateway_variants(gateway: Gateway) -> tuple[Call, dict[str, Call]]:
 
     return prepare, {
         "the baseline's 12-column SELECT alone (same engine, no HTTP)": narrow_select,
+        "the same SELECT on a connection, without a session": narrow_select_on_connection,
         "service page(): SQL, 26-column records, cursors": page,
+        "service narrow_page(): the columns the plan reads, rows": narrow_page,
         "page() + Instance.from_record x100": wrap,
         "schema.execute, gateway schema as built today": lambda: execute("today"),
         "schema.execute, same Query, no extensions": lambda: execute("bare"),
@@ -195,13 +215,27 @@ def _plain(value: object) -> object:
     return str(value) if not isinstance(value, int | str) else value
 
 
-async def breakdown(rows: int, count: int, rounds: int) -> None:
+@contextlib.asynccontextmanager
+async def seeded_gateway(rows: int) -> AsyncIterator[tuple[str, Gateway]]:
+    """A seeded SQLite database and the gateway over it, with the list document in its manifest."""
     async with support.seeded_database("sqlite", rows) as url:
-        gateway = await support.gateway_app(url)
+        with tempfile.TemporaryDirectory(prefix="opencsp-manifest-") as directory:
+            gateway = await support.gateway_app(
+                url, trusted_documents=support.write_manifest(Path(directory))
+            )
+            try:
+                yield url, gateway
+            finally:
+                await gateway.runtime.aclose()
+
+
+async def breakdown(rows: int, count: int, rounds: int) -> None:
+    async with seeded_gateway(rows) as (url, gateway):
         baseline = support.baseline_app(url)
         calls: dict[str, Call] = {
-            "baseline app, full request": lambda: asgi_post(baseline, PATHS["baseline"]),
-            "gateway app, full request": lambda: asgi_post(gateway.app, PATHS["gateway"], gateway.token),
+            "baseline app, full request": lambda: asgi_post(baseline, "baseline"),
+            "gateway app, full request, trusted id": lambda: asgi_post(gateway.app, "trusted", gateway.token),
+            "gateway app, full request, ad-hoc text": lambda: asgi_post(gateway.app, "adhoc", gateway.token),
         }
         prepare, variants = gateway_variants(gateway)
         await prepare()
@@ -212,16 +246,14 @@ async def breakdown(rows: int, count: int, rounds: int) -> None:
         )
         for label, ms in (await per_call_ms(calls, count, rounds)).items():
             print(f"{ms:8.2f}  {label}")
-        await gateway.runtime.aclose()
 
 
-async def profile(rows: int, count: int, profiler: str, limit: int) -> None:
-    async with support.seeded_database("sqlite", rows) as url:
-        gateway = await support.gateway_app(url)
+async def profile(rows: int, count: int, profiler: str, limit: int, kind: str) -> None:
+    async with seeded_gateway(rows) as (_, gateway):
 
         async def requests() -> None:
             for _ in range(count):
-                await asgi_post(gateway.app, PATHS["gateway"], gateway.token)
+                await asgi_post(gateway.app, kind, gateway.token)
 
         await requests()  # warm caches before measuring
         if profiler == "cprofile":
@@ -244,7 +276,6 @@ async def profile(rows: int, count: int, profiler: str, limit: int) -> None:
             print(pyinstrument.output_text(time="percent_of_total"))
             flat = pyinstrument.output_text(time="percent_of_total", flat=True)
             print("\n".join(flat.splitlines()[: limit + 8]))
-        await gateway.runtime.aclose()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -254,10 +285,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5, help="breakdown: the best of this many rounds")
     parser.add_argument("--limit", type=int, default=30, help="cprofile: functions listed")
+    parser.add_argument(
+        "--send",
+        choices=["trusted", "adhoc"],
+        default="trusted",
+        help="cprofile, pyinstrument: the list document by its trusted id, or as text",
+    )
     args = parser.parse_args(argv)
     if args.mode == "breakdown":
         return support.finish("profile_query_list", breakdown(args.rows, args.requests, args.rounds))
-    return support.finish("profile_query_list", profile(args.rows, args.requests, args.mode, args.limit))
+    return support.finish(
+        "profile_query_list", profile(args.rows, args.requests, args.mode, args.limit, args.send)
+    )
 
 
 if __name__ == "__main__":

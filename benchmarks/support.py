@@ -5,8 +5,10 @@
 - the machine: `free_port()`, and per process `cpu_seconds()` and `rss_kib()` from /proc.
 - figures: `percentile()` and `ratio_line()`.
 - data and the app: `seeded_database()` (SQLite or PostgreSQL, migrated, instances in final states),
-  `gateway_app()` (the real app, built as `serve` builds it, with an admin token), `serve()` (uvicorn).
-- the list workload that query_list serves and profile_query_list dissects: `QUERY`, `BODY`, `FIELDS`,
+  `gateway_app()` (the real app, built as `serve` builds it but without the periodic reconcile, with an
+  admin token), `serve()` (uvicorn).
+- the list workload that query_list serves and profile_query_list dissects: `QUERY` (by id: `QUERY_ID`,
+  `write_manifest()`), `BODY`, `TRUSTED_BODY`, `BODIES`, `FIELDS`,
   `PAGE_SIZE`, `PATHS`, `check_page()` and the hand-written `baseline_app()` with its `BASELINE_SELECT`.
 - the create mutation and its status changes: `CREATE`, `LIFECYCLE`.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import statistics
@@ -49,6 +52,7 @@ from tests.support.servers import free_port, serve
 
 __all__ = [
     "BASELINE_SELECT",
+    "BODIES",
     "BODY",
     "CREATE",
     "FIELDS",
@@ -57,7 +61,9 @@ __all__ = [
     "PAGE_SIZE",
     "PATHS",
     "QUERY",
+    "QUERY_ID",
     "ROOT",
+    "TRUSTED_BODY",
     "Failed",
     "Gateway",
     "baseline_app",
@@ -73,6 +79,7 @@ __all__ = [
     "run",
     "seeded_database",
     "serve",
+    "write_manifest",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,20 +217,28 @@ class Gateway:
     token: str  # an admin token of dev mode's issuer, which the app trusts
 
 
-async def gateway_app(database_url: str, *, compiled_execution: bool = True) -> Gateway:
+async def gateway_app(
+    database_url: str, *, compiled_execution: bool = True, trusted_documents: Path | None = None
+) -> Gateway:
     """The real gateway with dev mode's peers and issuer. Build it on the loop that will serve it, as
-    `opencsp-gateway serve` does; close `runtime` when the app's lifespan does not."""
+    `opencsp-gateway serve` does; close `runtime` when the app's lifespan does not. `trusted_documents`:
+    a manifest (`write_manifest`), as OPENCSP_TRUSTED_DOCUMENTS names one."""
+    overrides: dict[str, object] = {"trusted_documents": trusted_documents} if trusted_documents else {}
     settings = load_settings(
         database_url=database_url,
         graphiql=False,
         dev_mode=True,
         compiled_execution=compiled_execution,
         _env_file=None,
+        **overrides,  # else OPENCSP_TRUSTED_DOCUMENTS, as `serve` reads it
     )
     runtime = await build_runtime(settings)
     if runtime.dev_issuer is None:
         raise Failed("dev mode built no token issuer")
-    return Gateway(create_app(runtime), runtime, runtime.dev_issuer.issue("admin", ttl=3600))
+    # Without the periodic reconcile: dev mode's simulated cluster holds none of the seeded VMs, so it
+    # would turn instances FAILED under the measurement (and spend the server's CPU on it).
+    app = create_app(runtime, background=False)
+    return Gateway(app, runtime, runtime.dev_issuer.issue("admin", ttl=3600))
 
 
 # --- The list workload -----------------------------------------------------------------------------------
@@ -246,10 +261,21 @@ FIELDS: dict[str, str] = {
 }
 FIELD_SET = frozenset(FIELDS)
 QUERY = f"query List {{ instances(first: {PAGE_SIZE}) {{ nodes {{ {' '.join(FIELDS)} }} }} }}"
+QUERY_ID = f"sha256:{hashlib.sha256(QUERY.encode()).hexdigest()}"
+# The list document as ad-hoc text, and named by its id in the trusted documents' manifest.
 BODY = orjson.dumps({"query": QUERY, "operationName": "List"})
-# "gateway": validated documents run compiled (the text, cached after its first validation);
-# "graphql-core": the same gateway with compiled execution off (OPENCSP_COMPILED_EXECUTION=false).
-PATHS = {"gateway": "/graphql", "graphql-core": "/graphql", "baseline": "/instances"}
+TRUSTED_BODY = orjson.dumps({"documentId": QUERY_ID, "operationName": "List", "variables": {}})
+# "trusted" and "adhoc": the gateway (compiled execution on) sent TRUSTED_BODY and BODY;
+# "graphql-core": the same gateway with compiled execution off (OPENCSP_COMPILED_EXECUTION=false), sent BODY.
+PATHS = {"trusted": "/graphql", "adhoc": "/graphql", "graphql-core": "/graphql", "baseline": "/instances"}
+BODIES = {"trusted": TRUSTED_BODY, "adhoc": BODY, "graphql-core": BODY, "baseline": BODY}
+
+
+def write_manifest(directory: Path) -> Path:
+    """A trusted documents' manifest holding the list document (`{"<sha256 hex>": QUERY}`)."""
+    path = directory / "trusted-documents.json"
+    path.write_bytes(orjson.dumps({QUERY_ID.removeprefix("sha256:"): QUERY}))
+    return path
 
 
 def check_page(status: int, content: bytes) -> list[dict[str, Any]]:

@@ -64,6 +64,7 @@ class TrustedDocuments:
 
     def __init__(self, documents: Mapping[str, Document] | None = None) -> None:
         self._by_hash: dict[str, Document] = dict(documents or {})
+        self._by_text = _by_text(self._by_hash)
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -75,6 +76,7 @@ class TrustedDocuments:
         """Take `other`'s documents (the app makes the registry before the schema its manifest is
         checked against)."""
         self._by_hash = dict(other._by_hash)
+        self._by_text = _by_text(self._by_hash)
 
     def label(self, text: str | None, operation_name: str | None) -> str:
         """The metrics label of an operation: its trusted document's name, else `adhoc`."""
@@ -85,8 +87,12 @@ class TrustedDocuments:
         return self._by_hash.get(document_id)
 
     def of_text(self, text: str) -> Document | None:
-        """The trusted document this text is, if any (a client may send a trusted document's text)."""
-        return self._by_hash.get(sha256_hex(text)) if self._by_hash else None
+        """The trusted document this text is, if any (a client may send a trusted document's text).
+
+        A dict of the manifest's texts, not a SHA-256 per call: the metrics label every operation by it,
+        and for a request by id the text is the manifest's own string, found by identity. The keys are
+        the manifest's, so a client's text never stays in it."""
+        return self._by_text.get(text)
 
     @classmethod
     def from_manifest(cls, entries: Mapping[str, str]) -> TrustedDocuments:
@@ -100,6 +106,10 @@ class TrustedDocuments:
             ]
             documents[digest] = Document(names[0] if names else "anonymous", text, digest, frozenset(names))
         return cls(documents)
+
+
+def _by_text(documents: Mapping[str, Document]) -> dict[str, Document]:
+    return {document.text: document for document in documents.values()}
 
 
 def read_manifest(path: Path) -> dict[str, str]:

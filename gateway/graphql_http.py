@@ -179,6 +179,11 @@ async def parse_request(
     return _from_mapping(data, gate)
 
 
+def _trusted_id(request: GraphQLRequest) -> str | None:
+    """The id of the trusted document the request runs (named or sent as text), else None."""
+    return request.document.hash if request.document is not None else None
+
+
 def _is_request_error(result: ExecutionResult) -> bool:
     """Parse, validation and variable errors: nothing executed, so the response has no `data`."""
     if isinstance(result, PreExecutionError):
@@ -275,8 +280,14 @@ class GraphQLHTTP:
         if compiled is not None:
             # Validated query documents run from their plan; anything else (and any plan that meets an
             # error it does not answer itself) runs below, through graphql-core.
+            # A trusted document is keyed by its id: nothing of the text is hashed again.
             answer = await compiled.execute(
-                request.query, request.variables, request.operation_name, context, request.extensions
+                request.query,
+                request.variables,
+                request.operation_name,
+                context,
+                request.extensions,
+                _trusted_id(request),
             )
             if answer is not None:
                 return answer
@@ -300,7 +311,13 @@ class GraphQLHTTP:
         except MissingQueryError:
             raise RequestError(400, "The query parameter must be a non-empty string.") from None
         if compiled is not None:
-            compiled.learn(request.query, request.operation_name, context, not _is_request_error(result))
+            compiled.learn(
+                request.query,
+                request.operation_name,
+                context,
+                not _is_request_error(result),
+                _trusted_id(request),
+            )
         return result
 
     def _respond(self, result: ExecutionResult, media_type: str) -> Response:

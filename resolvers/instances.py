@@ -7,9 +7,16 @@ from typing import Annotated
 
 import strawberry
 
+from schema.compiled import planned_reads
 from schema.context import Context
 from schema.errors import BadUserInput
-from schema.types import Instance, InstanceConnection, InstanceFilterInput, InstanceOrderInput
+from schema.types import (
+    Instance,
+    InstanceConnection,
+    InstanceFilterInput,
+    InstanceOrderInput,
+    narrow_view,
+)
 from services.instances.cursor import InvalidCursor
 from services.instances.labels import LabelFilterError, parse_label_filter
 from services.instances.ordering import NEWEST_FIRST, Order
@@ -59,10 +66,17 @@ async def resolve_instances(
         labels=labels,
     )
     order = Order(order_by.field, order_by.direction) if order_by else NEWEST_FIRST
+    reader, visibility = info.context.services.instances, info.context.visibility
+    # A compiled plan that reads only columns of the page gets rows of those columns (same rows, same
+    # values); graphql-core, and any other selection, gets full Instances.
+    columns = InstanceConnection.narrow_columns(planned_reads(info))
     try:
-        page = await info.context.services.instances.page(
-            info.context.visibility, service_filter, first=size, after=after, order=order
-        )
+        if columns is not None:
+            narrow = await reader.narrow_page(
+                visibility, service_filter, columns, first=size, after=after, order=order, row=narrow_view
+            )
+            return InstanceConnection.from_narrow_page(narrow)
+        page = await reader.page(visibility, service_filter, first=size, after=after, order=order)
     except InvalidCursor as exc:
         raise BadUserInput(str(exc)) from None
     return InstanceConnection.from_page(page)

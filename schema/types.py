@@ -10,11 +10,15 @@ its GraphQL name stays the one the SDL has always had.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Annotated
+from functools import lru_cache
+from operator import itemgetter
+from typing import Annotated, Any
 
 import strawberry
 
+from schema.compiled import Reads
 from schema.context import EVENTS_PER_INSTANCE, Context
 from schema.cost import PEER_CALL, list_size
 from schema.errors import BadUserInput, Unavailable
@@ -24,7 +28,7 @@ from services.catalog import Catalog, Flavor, Image
 from services.instances.internals import PeerUnavailable
 from services.instances.ordering import OrderDirection, OrderField
 from services.instances.quota_usage import Measure, QuotaUsage
-from services.instances.reading import Page
+from services.instances.reading import Page, narrow_row
 from services.instances.reasons import public_reason, sentence
 from services.instances.records import InstanceEventRecord, InstanceRecord
 from services.instances.states import InstanceStatus, InstanceTask, PowerState, reported_power
@@ -334,34 +338,141 @@ class PageInfo:
 class InstanceEdge:
     node: Instance
 
-    page: strawberry.Private[Page]
+    page: strawberry.Private[Page[InstanceRecord]]
 
     @strawberry.field(description="Pass as `after` (with the same orderBy) to read the page that follows.")
     def cursor(self) -> str:
         return self.page.cursor(self.node.record)
 
 
+# The Instance fields that are the record's attribute of the same name, as `from_record` copies them, and
+# `id`: the record's UUID, which the ID scalar serializes exactly as `from_record`'s `str` does. A narrow
+# page's row (`services.instances.reading.narrow_row`) answers these as an Instance would, and those of
+# COMPUTED_FROM_RECORD through `narrow_view`.
+COPIED_FROM_RECORD = frozenset(
+    {
+        "id",
+        "name",
+        "description",
+        "org_id",
+        "owner_sub",
+        "owner_name",
+        "flavor",
+        "image",
+        "cpu",
+        "memory_mib",
+        "disk_gib",
+        "status",
+        "task",
+        "ip_address",
+        "hostname",
+        "node",
+        "created_at",
+        "updated_at",
+        "active_at",
+        "deleted_at",
+        "version",
+    }
+)
+
+
+def _detail(message: str | None) -> str | None:
+    return message
+
+
+# The Instance fields `from_record` computes: (the columns it reads, in order, and how).
+COMPUTED_FROM_RECORD: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
+    "power_state": (("status", "power_state"), reported_power),
+    "status_reason": (("status_reason",), public_reason),
+    "status_message": (("status_reason",), sentence),
+    "status_detail": (("status_message",), _detail),
+}
+
+
+@lru_cache(maxsize=256)
+def narrow_view(columns: tuple[str, ...]) -> type[tuple[Any, ...]]:
+    """The class of a narrow page's rows of `columns` that answers COMPUTED_FROM_RECORD's fields as
+    `from_record` computes them, where it holds their columns. A column whose name is such a field's
+    (`status_reason`, `status_message`, `power_state`) never answers for the field: without the field's
+    own columns, reading it raises (a plan then falls back to graphql-core)."""
+    at = {name: index for index, name in enumerate(columns)}
+    attributes: dict[str, Any] = {"__slots__": ()}
+    for name, (needs, compute) in COMPUTED_FROM_RECORD.items():
+        if all(column in at for column in needs):
+            getters = [itemgetter(at[column]) for column in needs]
+            attributes[name] = property(_computed(compute, getters))
+        elif name in at:
+            attributes[name] = property(_missing(name))
+    return type("InstanceView", (narrow_row(columns),), attributes)
+
+
+def _computed(compute: Callable[..., Any], getters: list[itemgetter[Any]]) -> Callable[[Any], Any]:
+    if len(getters) == 1:
+        (only,) = getters
+        return lambda row: compute(only(row))
+    return lambda row: compute(*(getter(row) for getter in getters))
+
+
+def _missing(name: str) -> Callable[[Any], Any]:
+    def missing(_: Any) -> Any:
+        raise AttributeError(f"{name}: this narrow page did not read its columns")
+
+    return missing
+
+
 @strawberry.type(description="A page of instances, newest first unless orderBy says otherwise.")
 class InstanceConnection:
     edges: list[InstanceEdge]
     page_info: PageInfo
+    # A narrow page's rows (`narrow_columns`), in place of `Instance`s; `edges` is then empty.
+    rows: strawberry.Private[Sequence[Any] | None] = None
 
     @strawberry.field(description="The instances of this page, for clients that need no cursors.")
     def nodes(self) -> list[Instance]:
+        if self.rows is not None:
+            return self.rows  # type: ignore[return-value]  # they answer every field read (narrow_columns)
         return [edge.node for edge in self.edges]
 
+    @staticmethod
+    def narrow_columns(reads: Reads | None) -> tuple[str, ...] | None:
+        """The columns of a narrow page that answers `reads` (a compiled plan's, `schema.compiled`), or
+        None when the plan needs full Instances: it reads edges, or an Instance field that is neither a
+        column copied as is nor computed from columns (a resolver such as `labels`). Read its rows
+        through `narrow_view`."""
+        if reads is None or not reads.keys() <= {"InstanceConnection", "Instance", "PageInfo"}:
+            return None
+        if not reads.get("InstanceConnection", frozenset()) <= {"nodes", "page_info"}:
+            return None
+        instance = reads.get("Instance", frozenset())
+        if not instance <= COPIED_FROM_RECORD | COMPUTED_FROM_RECORD.keys():
+            return None
+        columns = set(instance & COPIED_FROM_RECORD)
+        for name in instance & COMPUTED_FROM_RECORD.keys():
+            columns.update(COMPUTED_FROM_RECORD[name][0])
+        return tuple(sorted(columns))
+
     @classmethod
-    def from_page(cls, page: Page) -> InstanceConnection:
+    def from_page(cls, page: Page[InstanceRecord]) -> InstanceConnection:
         items = page.items
         return cls(
             edges=[InstanceEdge(node=Instance.from_record(item), page=page) for item in items],
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                has_previous_page=page.has_previous_page,
-                start_cursor=page.cursor(items[0]) if items else None,
-                end_cursor=page.cursor(items[-1]) if items else None,
-            ),
+            page_info=_page_info(page),
         )
+
+    @classmethod
+    def from_narrow_page(cls, page: Page[Any]) -> InstanceConnection:
+        """A narrow page's rows as the connection's nodes, for the plan that asked for those columns."""
+        return cls(edges=[], page_info=_page_info(page), rows=page.items)
+
+
+def _page_info(page: Page[Any]) -> PageInfo:
+    items = page.items
+    return PageInfo(
+        has_next_page=page.has_next_page,
+        has_previous_page=page.has_previous_page,
+        start_cursor=page.cursor(items[0]) if items else None,
+        end_cursor=page.cursor(items[-1]) if items else None,
+    )
 
 
 @strawberry.type(description="A label: a Kubernetes label name without a prefix, and its value.")

@@ -15,5 +15,11 @@ def test_profile_breakdown_prices_every_layer(capsys: pytest.CaptureFixture[str]
     # Each full request is checked for a page of exactly the 12 fields; each variant for no GraphQL errors.
     assert profile_query_list.main(["breakdown", "--rows", "100", "--requests", "1", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
-    for label in ("gateway app, full request", "strawberry on a pre-built connection", "compiled path"):
+    for label in (
+        "gateway app, full request, trusted id",
+        "gateway app, full request, ad-hoc text",
+        "service narrow_page()",
+        "strawberry on a pre-built connection",
+        "compiled path",
+    ):
         assert label in out

@@ -17,15 +17,20 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLOutputType, GraphQLSchema
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from schema.compiled import CompiledQueries
-from services.instances.states import InstanceStatus
+from schema.permissions import DEFINITION
+from schema.types import COMPUTED_FROM_RECORD, COPIED_FROM_RECORD, Instance, narrow_view
+from services.instances.reading import InstanceReader
+from services.instances.records import InstanceRecord
+from services.instances.states import InstanceStatus, InstanceTask, PowerState
 from tests.conftest import AppFactory, Issuer
-from tests.support.factories import insert_instances, instance_row
-from tests.support.trusted_documents import MANIFEST
+from tests.support.factories import BASE_TIME, insert_instances, instance_row
+from tests.support.trusted_documents import MANIFEST, dashboard_documents
 
 ROLES = ("viewer", "user", "operator", "admin")
 # Arguments for fields that need them; everything else is selected without arguments.
@@ -258,6 +263,180 @@ async def test_the_front_ends_trusted_documents_send_the_same_bytes_both_ways(
     assert kinds.keys() == {"query", "mutation", "subscription"}, kinds
     # Most of them must really have run compiled, or this compares graphql-core with itself.
     assert compiled_queries >= queries * 3 // 4, (compiled_queries, queries)
+
+
+def narrow_documents(schema: GraphQLSchema) -> list[tuple[str, dict[str, Any], bool]]:
+    """(document, variables, answered from a narrow page) for the Instance fields a narrow page holds:
+    each alone, all together (and each aliased beside itself), the permission-guarded ones in every
+    combination, through fragments and switches, with page info, cursors, orders and filters; and
+    selections beside them that need full Instances (edges, a computed field, a resolver)."""
+    instance = schema.get_type("Instance")
+    assert isinstance(instance, GraphQLObjectType)
+    narrow = COPIED_FROM_RECORD | COMPUTED_FROM_RECORD.keys()
+    copied = [
+        name
+        for name, field in instance.fields.items()
+        if (field.extensions or {})[DEFINITION].python_name in narrow
+    ]
+    assert len(copied) == len(narrow)
+    guarded = ["ipAddress", "hostname", "node", "statusDetail"]
+    every = " ".join(copied)
+    page_info = "pageInfo { hasNextPage hasPreviousPage startCursor endCursor __typename }"
+    docs: list[tuple[str, dict[str, Any], bool]] = [
+        (f"{{ instances(first: 4) {{ nodes {{ {name} }} }} }}", {}, True) for name in copied
+    ]
+    docs += [
+        (f"{{ instances {{ nodes {{ id {' '.join(combination)} }} }} }}", {}, True)
+        for size in range(2, len(guarded) + 1)
+        for combination in itertools.combinations(guarded, size)
+    ]
+    aliased = " ".join(f"a_{name}: {name} {name}" for name in copied)
+    parts = (
+        "query Parts($a: Boolean!) { instances(first: 3) { nodes { ...Head"
+        " ... on Instance @include(if: $a) { ipAddress node } hostname @skip(if: $a) } } }"
+        " fragment Head on Instance { id name status }"
+    )
+    docs += [
+        (
+            f"{{ instances(first: 5) {{ __typename {page_info} nodes {{ __typename {aliased} }} }} }}",
+            {},
+            True,
+        ),
+        (
+            "query Page($after: String, $order: InstanceOrder, $f: InstanceFilter) {"
+            " instances(first: 2, after: $after, orderBy: $order, filter: $f) {"
+            f" {page_info} nodes {{ {every} }} }} }}",
+            {},
+            True,
+        ),
+        (parts, {"a": True}, True),
+        (parts, {"a": False}, True),
+        # Two pages in one document, each narrow with its own columns.
+        (
+            "{ a: instances(first: 2) { nodes { id cpu } }"
+            " b: instances(first: 3, orderBy: {field: NAME, direction: ASC}) { nodes { name hostname } } }",
+            {},
+            True,
+        ),
+        # A computed field's columns under another field's name: statusDetail reads the status_message
+        # column, statusMessage is computed from status_reason.
+        ("{ instances(first: 6) { nodes { statusDetail } } }", {}, True),
+        ("{ instances(first: 6) { nodes { statusMessage statusDetail powerState status } } }", {}, True),
+        # Full Instances: edges, a resolver field.
+        (f"{{ instances(first: 3) {{ edges {{ cursor node {{ {every} }} }} }} }}", {}, False),
+        ("{ instances(first: 3) { nodes { id labels { key value } } } }", {}, False),
+    ]
+    # The dashboard's own list documents.
+    docs += [
+        (document, {"first": 5}, True)
+        for document in dashboard_documents()
+        if document.startswith("query Instances(")
+    ]
+    assert sum(document.startswith("query Instances(") for document, _, _ in docs) == 2
+    return docs
+
+
+async def test_narrow_pages_send_the_same_bytes(
+    make_app: AppFactory, issuer: Issuer, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages read with only the columns a plan reads answer as full Instances do, for every role."""
+    await insert_instances(
+        engine,
+        [
+            instance_row(
+                i,
+                org_id="org-a" if i % 4 else "org-b",
+                owner_sub="user-1" if i % 3 else "someone-else",
+                status=(InstanceStatus.ACTIVE, InstanceStatus.FAILED, InstanceStatus.DELETED)[i % 3],
+                node=f"node-{i}" if i % 2 else None,
+                ip_address=None if i == 5 else f"10.0.0.{i}",
+                hostname=None if i == 6 else f"vm-{i}.internal",
+                description=f"the {i}th",
+                status_reason=("TerraformFailed", "NotAReasonWeKnow", None)[i % 3],
+                status_message=f"peer said {i}" if i % 2 else None,
+                task=InstanceTask.REBOOTING if i == 2 else None,
+                power_state=PowerState.STOPPED if i == 3 else PowerState.RUNNING,
+                active_at=BASE_TIME if i % 2 else None,
+                deleted_at=BASE_TIME if i % 3 == 2 else None,
+                version=i + 1,
+            )
+            for i in range(9)
+        ],
+    )
+    narrow = 0
+    narrow_page = InstanceReader.narrow_page
+
+    async def counted(self: InstanceReader, *args: Any, **kwargs: Any) -> Any:
+        nonlocal narrow
+        narrow += 1
+        return await narrow_page(self, *args, **kwargs)
+
+    monkeypatch.setattr(InstanceReader, "narrow_page", counted)
+    fast, slow = await make_app(), await make_app(compiled_execution=False)
+    compiled = _compiled(fast)
+    tokens = {role: issuer.token(role) for role in ROLES}
+    tokens["admin-org-b"] = issuer.token("admin", org="org-b")
+    # Both orgs' instances in sight, the guarded fields allowed in one of them only: per row, per org.
+    tokens["operator-a-viewer-b"] = issuer.token(
+        sub="mixed-1", grants={"org-a": ["operator"], "org-b": ["viewer"]}
+    )
+    tokens["viewer-a-user-b"] = issuer.token(
+        sub="mixed-2", grants={"org-a": ["viewer"], "org-b": ["viewer", "user"]}
+    )
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=fast), base_url="http://gateway") as fast_client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=slow), base_url="http://gateway") as slow_client,
+    ):
+        cases = narrow_documents(fast.state.schema._schema)
+        # The second page of each order and filter, after the first page's end cursor.
+        page = next(document for document, _, _ in cases if document.startswith("query Page"))
+        for order, instance_filter in [
+            (None, None),
+            ({"field": "NAME", "direction": "ASC"}, None),
+            ({"field": "CREATED_AT", "direction": "ASC"}, {"status": ["ACTIVE", "FAILED"]}),
+            (None, {"nameContains": "vm-000", "includeDeleted": False}),
+        ]:
+            first = await slow_client.post(
+                "/graphql",
+                json={"query": page, "variables": {"order": order, "f": instance_filter}},
+                headers={"Authorization": f"Bearer {tokens['admin']}"},
+            )
+            after = first.json()["data"]["instances"]["pageInfo"]["endCursor"]
+            cases.append((page, {"order": order, "f": instance_filter, "after": after}, True))
+        for (document, variables, is_narrow), role in itertools.product(cases, tokens):
+            await _post(fast_client, document, variables, tokens[role])  # validated, then learned
+            expected = await _post(slow_client, document, variables, tokens[role])
+            before, narrow_before = compiled.compiled, narrow
+            again = await _post(fast_client, document, variables, tokens[role])
+            assert _same(again, expected), (role, document, variables, _around(again, expected))
+            assert compiled.compiled == before + 1, (role, document)
+            assert (narrow > narrow_before) == is_narrow, (role, document)
+
+
+def test_what_a_narrow_page_holds_is_what_from_record_copies() -> None:
+    """COPIED_FROM_RECORD: each is the record's attribute as is (`id`: as the ID scalar writes it)."""
+    fields: dict[str, Any] = {
+        **instance_row(7, node="node-7", active_at=BASE_TIME, deleted_at=BASE_TIME, description="d"),
+        "ssh_public_key": None,
+        "status_reason": "TerraformFailed",
+        "status_message": "detail",
+        "terraform_name": "tf",
+        "terraform_namespace": "ns",
+        "semaphore_task_id": 3,
+        "task": InstanceTask.REBOOTING,
+    }
+    record = InstanceRecord(**fields)
+    instance = Instance.from_record(record)
+    for name in COPIED_FROM_RECORD - {"id"}:
+        assert getattr(instance, name) is getattr(record, name), name
+    assert instance.id == str(record.id)
+    for name, (columns, _) in COMPUTED_FROM_RECORD.items():
+        names = tuple(sorted({*columns, "id"}))
+        row = tuple.__new__(narrow_view(names), [getattr(record, column) for column in names])
+        assert getattr(row, name) == getattr(instance, name), name
+    # A column named like a computed field never answers for it without the field's own columns.
+    with pytest.raises(AttributeError):
+        narrow_view(("id", "status_message")).status_message.fget(("x", "raw"))  # type: ignore[attr-defined]
 
 
 def _same(answer: bytes, expected: bytes) -> bool:

@@ -64,6 +64,30 @@ def code(response: httpx.Response) -> str:
     return str(response.json()["errors"][0]["extensions"]["code"])
 
 
+async def test_a_document_run_by_id_is_answered_from_its_plan_without_hashing_its_text(
+    opened: Starlette, issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After its first run, a trusted document by id is compiled, keyed by its id: no SHA-256 of the
+    text for the plan's key, the metrics label or the gate, and no parse or validation."""
+    viewer = issuer.headers("viewer")
+    body = {"documentId": f"sha256:{CATALOG_ID}"}
+    expected = await post(opened, viewer, body)  # graphql-core validates and runs it, then it is learned
+
+    def refused(*_: object) -> None:
+        raise AssertionError("hashed, parsed or validated per request")
+
+    for name in ("gateway.documents.sha256_hex", "schema.compiled.queries.digest"):
+        monkeypatch.setattr(name, refused)
+    monkeypatch.setattr(opened.state.schema, "execute", refused)  # graphql-core's parse, validate, run
+    monkeypatch.setattr("schema.compiled.queries.parse_cached", refused)
+    compiled = opened.state.compiled
+    before = compiled.compiled
+    for _ in range(2):
+        again = await post(opened, viewer, body)
+        assert (again.status_code, again.content) == (expected.status_code, expected.content)
+    assert compiled.compiled == before + 2
+
+
 async def test_a_document_is_run_by_id_on_post_and_get_both_ways(
     enforcing: Starlette, issuer: Issuer
 ) -> None:

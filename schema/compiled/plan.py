@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from inspect import isawaitable
 from typing import Any
+from uuid import UUID
 
 from graphql import (
     GraphQLBoolean,
@@ -33,6 +35,8 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLResolveInfo,
+    GraphQLScalarType,
     GraphQLString,
     located_error,
 )
@@ -41,12 +45,14 @@ from graphql.execution.collect_fields import FieldDetails, collect_fields, colle
 from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path, gather_with_cancel
 from graphql.type import is_leaf_type, is_non_null_type, is_object_type
+from graphql.type.scalars import serialize_id
+from strawberry.schema.types.base_scalars import isoformat
 
 from schema.errors import Forbidden
 from schema.permissions import DEFINITION, permission_of
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
-_OTHER, _STRING, _INT, _ENUM = 0, 1, 2, 3
+_OTHER, _STRING, _INT, _ENUM, _ID, _DATETIME = 0, 1, 2, 3, 4, 5
 # Completed values that are never awaitable: skips `inspect.isawaitable` for most fields.
 _PLAIN = frozenset({dict, list, str, int, bool, float})
 
@@ -79,12 +85,61 @@ class FieldPlan:
     # the object's loop. Enum outputs: the type's output per member seen (Strawberry's coerce_output_value
     # scans the enum's values every time); only Python enum members are kept, so a few per field.
     leaf: tuple[str, int, bool, GraphQLLeafType, dict[Enum, Any]] | None = None
+    # A resolver field of an object type: what the plan reads below it (`Reads`), handed to the resolver
+    # on its info (`PlannedInfo`).
+    reads: Reads | None = None
+
+
+# A field of a flat object (`ObjectPlan.flat`): (response key, attribute or None for __typename, scalar
+# kind, non-null, leaf type, enum outputs, permission, the field's plan).
+FlatField = tuple[str, str | None, int, bool, GraphQLLeafType | None, dict[Enum, Any], str | None, FieldPlan]
 
 
 @dataclass(slots=True)
 class ObjectPlan:
     type: GraphQLObjectType
     fields: list[FieldPlan]
+    # When every field is a basic leaf field or __typename: nothing to resolve or await, so an object
+    # (say each of a page's 100 rows) is read in one tight loop (`Run.flat`).
+    flat: tuple[FlatField, ...] | None = None
+
+
+# Below a resolver field: for each object type the plan completes there, the Python names of the fields
+# it selects on that type (basic and resolver fields alike; `__typename` reads nothing).
+Reads = Mapping[str, frozenset[str]]
+
+
+class PlannedInfo:
+    """Mixed into the executor's resolve info (a named tuple: Strawberry's adds a field to
+    graphql-core's), adding `reads`: what the plan reads from what this resolver returns.
+
+    A resolver may use it to fetch less (a page of only the columns read: `resolvers.instances`), as long
+    as the objects it returns answer every name in `reads` of their type as the full objects would. Only
+    the plan passes it, and a plan never reads more than it says; graphql-core's runs (fallbacks
+    included) pass a plain info, so the resolver returns full objects there."""
+
+    __slots__ = ()
+    reads: Reads
+
+
+_PLANNED: dict[type[Any], type[Any]] = {}
+
+
+def _planned(info: GraphQLResolveInfo[Any], reads: Reads) -> GraphQLResolveInfo[Any]:
+    kind = type(info)
+    planned = _PLANNED.get(kind)
+    if planned is None:
+        planned = _PLANNED[kind] = type(f"Planned{kind.__name__}", (kind, PlannedInfo), {})
+    copy: Any = planned(*info)
+    copy.reads = reads
+    return copy  # type: ignore[no-any-return]
+
+
+def planned_reads(info: Any) -> Reads | None:
+    """What the compiled plan reads below the field being resolved; None when graphql-core resolves it.
+    `info`: graphql-core's or Strawberry's."""
+    raw = getattr(info, "_raw_info", info)  # Strawberry's Info keeps graphql-core's as `_raw_info`
+    return raw.reads if isinstance(raw, PlannedInfo) else None
 
 
 def compile_query(executor: Executor[Any]) -> ObjectPlan:
@@ -149,9 +204,39 @@ def _object(executor: Executor[Any], type_: GraphQLObjectType, grouped: Mapping[
                 completion,
                 not is_non_null_type(field.type),
                 leaf,
+                None if basic else _reads(completion),
             )
         )
-    return ObjectPlan(type_, fields)
+    flat: list[FlatField] = []
+    for plan in fields:
+        if plan.field is None:
+            flat.append((plan.key, None, _OTHER, True, None, {}, None, plan))
+        elif plan.leaf is not None:
+            attribute, kind, nonnull, leaf_type, names = plan.leaf
+            flat.append((plan.key, attribute, kind, nonnull, leaf_type, names, plan.permission, plan))
+    return ObjectPlan(type_, fields, tuple(flat) if len(flat) == len(fields) else None)
+
+
+def _reads(completion: Completion) -> Reads | None:
+    """What a plan reads below a field completed by `completion`; None below a leaf type."""
+    found: dict[str, set[str]] = {}
+
+    def walk(completion: Completion) -> None:
+        kind, inner = completion
+        if kind in ("nonnull", "list"):
+            walk(inner)
+        elif kind == "object":
+            names = found.setdefault(inner.type.name, set())
+            for field in inner.fields:
+                if field.field is None:
+                    continue  # __typename
+                definition = (field.field.extensions or {}).get(DEFINITION)
+                names.add(definition.python_name if definition is not None else field.name)
+                assert field.completion is not None
+                walk(field.completion)
+
+    walk(completion)
+    return {name: frozenset(names) for name, names in found.items()} if found else None
 
 
 def _completion(executor: Executor[Any], type_: GraphQLOutputType, details: list[FieldDetails]) -> Completion:
@@ -192,6 +277,8 @@ class Run:
         self.decided: dict[tuple[str, str | None], bool] = {}
 
     def fields(self, plan: ObjectPlan, source: Any, path: Path | None) -> Any:
+        if plan.flat is not None:
+            return self.flat(plan, plan.flat, source, path, None)
         results: dict[str, Any] = {}
         awaitable: list[str] = []
         type_name = plan.type.name
@@ -206,10 +293,12 @@ class Run:
                         if leaf[2]:
                             raise Fallback  # null in a non-null position
                         results[field.key] = None
-                    elif (kind == _STRING and type(value) is str) or (
+                    elif (kind in (_STRING, _ID) and type(value) is str) or (
                         kind == _INT and type(value) is int and _INT_MIN <= value <= _INT_MAX
                     ):
                         results[field.key] = value
+                    elif kind == _DATETIME and type(value) is datetime:
+                        results[field.key] = value.isoformat()
                     elif kind == _ENUM and isinstance(value, Enum):
                         names = leaf[4]
                         name = names.get(value)
@@ -239,6 +328,58 @@ class Run:
             return results
 
         return gathered()
+
+    def flat(
+        self,
+        plan: ObjectPlan,
+        fields: tuple[FlatField, ...],
+        source: Any,
+        parent: Path | None,
+        index: int | None,
+    ) -> dict[str, Any]:
+        """An object of a flat plan: the loop of `fields` above, every field a leaf. Its path is `parent`,
+        or `parent` and `index` for an item of a list (made only for an error)."""
+        results: dict[str, Any] = {}
+        for key, attribute, kind, nonnull, leaf_type, names, permission, field in fields:
+            if permission is not None and not self.allowed(permission, source):
+                path = parent if index is None else Path(parent, index, None)
+                self.forbidden(Forbidden(permission), field, Path(path, key, plan.type.name))
+                results[key] = None
+                continue
+            if attribute is None:
+                results[key] = plan.type.name
+                continue
+            value = getattr(source, attribute)
+            if value is None:
+                if nonnull:
+                    raise Fallback  # null in a non-null position
+                results[key] = None
+            elif kind == _STRING:
+                results[key] = value if type(value) is str else _leaf(leaf_type, value)  # type: ignore[arg-type]
+            elif kind == _INT:
+                results[key] = (
+                    value if type(value) is int and _INT_MIN <= value <= _INT_MAX else _leaf(leaf_type, value)  # type: ignore[arg-type]
+                )
+            elif kind == _ID:
+                # graphql-core's serialize_id: a str as is; a UUID (not a builtin type) as str() writes it.
+                results[key] = (
+                    value
+                    if type(value) is str
+                    else str(value)
+                    if isinstance(value, UUID)
+                    else _leaf(leaf_type, value)  # type: ignore[arg-type]
+                )
+            elif kind == _DATETIME:
+                # Strawberry's DateTime serializes with isoformat().
+                results[key] = value.isoformat() if type(value) is datetime else _leaf(leaf_type, value)  # type: ignore[arg-type]
+            elif kind == _ENUM and isinstance(value, Enum):
+                name = names.get(value)
+                if name is None:
+                    name = names[value] = _leaf(leaf_type, value)  # type: ignore[arg-type]
+                results[key] = name
+            else:
+                results[key] = _leaf(leaf_type, value)  # type: ignore[arg-type]
+        return results
 
     def allowed(self, permission: str, source: Any) -> bool:
         """The guard's check (`schema.permissions`), remembered per permission and org for this request:
@@ -275,6 +416,8 @@ class Run:
         assert definition is not None
         nodes = [d.node for d in field.details]
         info = executor.build_resolve_info(definition, nodes, field_parent(executor, type_name), path)
+        if field.reads is not None:
+            info = _planned(info, field.reads)
         try:
             node = field.details[0].node
             args = (
@@ -333,6 +476,10 @@ class Run:
     def complete_list(self, inner: Completion, field: FieldPlan, path: Path, values: Any) -> Any:
         if not isinstance(values, list | tuple):
             raise Fallback
+        items_nonnull = inner[0] == "nonnull"
+        item = inner[1] if items_nonnull else inner
+        if item[0] == "object" and item[1].flat is not None:
+            return self.flat_list(item[1], items_nonnull, path, values)
         completed: list[Any] = []
         awaitable: list[int] = []
         try:
@@ -361,6 +508,27 @@ class Run:
 
         return gathered()
 
+    def flat_list(
+        self, plan: ObjectPlan, items_nonnull: bool, path: Path, values: list[Any] | tuple[Any, ...]
+    ) -> list[Any]:
+        """A list of objects of a flat plan: `complete_list` without awaitables to gather."""
+        fields = plan.flat
+        assert fields is not None
+        completed: list[Any] = []
+        plain: type[Any] | None = None  # the item type known not to be awaitable
+        for index, item in enumerate(values):
+            if item is None:
+                if items_nonnull:
+                    raise Fallback  # null in a non-null position
+                completed.append(None)
+                continue
+            if type(item) is not plain:
+                if isawaitable(item):
+                    raise Fallback
+                plain = type(item)
+            completed.append(self.flat(plan, fields, item, path, index))
+        return completed
+
 
 def field_parent(executor: Executor[Any], type_name: str) -> GraphQLObjectType:
     parent = executor.schema.get_type(type_name)
@@ -369,10 +537,16 @@ def field_parent(executor: Executor[Any], type_name: str) -> GraphQLObjectType:
 
 
 def _scalar_kind(type_: GraphQLLeafType) -> int:
-    if type_ is GraphQLString or type_ is GraphQLID:
+    if type_ is GraphQLString:
         return _STRING
+    if type_ is GraphQLID and type_.coerce_output_value is serialize_id:
+        return _ID
     if isinstance(type_, GraphQLEnumType):
         return _ENUM
+    if isinstance(type_, GraphQLScalarType) and type_.coerce_output_value is isoformat:
+        # Strawberry's DateTime (and Date, Time) serializes with isoformat(): the plan calls it itself on
+        # a `datetime` value, anything else goes through the type.
+        return _DATETIME
     return _INT if type_ is GraphQLInt else _OTHER
 
 

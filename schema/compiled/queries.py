@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 PLANS_MAX_BYTES = 8 * 1024 * 1024
 PLANS_MAX_ENTRY_BYTES = 512 * 1024
 MAX_VARIANTS = 16
+_UNJUDGED = object()  # a document whose cost has not been judged yet
 
 # Extensions whose effect on a query that validated before is nothing, or only on refused documents.
 _DONE_AFTER_VALIDATION: tuple[type[SchemaExtension], ...] = (
@@ -79,6 +80,9 @@ class _Document:
     operation: OperationDefinitionNode
     switches: tuple[str, ...]  # variables that decide an @include/@skip
     plans: dict[tuple[Any, ...], ObjectPlan | None] = field(default_factory=dict)
+    # Demand control's verdict, when the operation has no variables (then it never changes): the estimate
+    # when admitted silently; None: refused or reported; _UNJUDGED: not yet known.
+    within_cost: int | object | None = _UNJUDGED
 
 
 class CompiledQueries:
@@ -117,14 +121,29 @@ class CompiledQueries:
         return cls(schema, recorders, max_cost, budget)
 
     @staticmethod
-    def _key(query: str, operation_name: str | None, context: Any) -> bytes:
-        return digest(query, operation_name or "", "discover" if may_discover_in(context) else "")
+    def _key(
+        query: str, operation_name: str | None, context: Any, document_id: str | None
+    ) -> bytes | tuple[str, str, bool]:
+        """A SHA-256 of the text; for a trusted document, its id (the manifest's SHA-256 of the text),
+        so a request by id hashes nothing."""
+        discover = may_discover_in(context)
+        if document_id is not None:
+            return (document_id, operation_name or "", discover)
+        return digest(query, operation_name or "", "discover" if discover else "")
 
-    def learn(self, query: str, operation_name: str | None, context: Any, validated: bool) -> None:
-        """After graphql-core ran `query`: remember it when it validated (and is a query)."""
+    def learn(
+        self,
+        query: str,
+        operation_name: str | None,
+        context: Any,
+        validated: bool,
+        document_id: str | None = None,
+    ) -> None:
+        """After graphql-core ran `query`: remember it when it validated (and is a query).
+        `document_id`: the trusted document's id (`gateway.documents`) when `query` is one."""
         if not validated:
             return
-        key = self._key(query, operation_name, context)
+        key = self._key(query, operation_name, context, document_id)
         if self.documents.get(key) is not None:
             return
         try:
@@ -146,9 +165,10 @@ class CompiledQueries:
         operation_name: str | None,
         context: Any,
         extensions: dict[str, Any] | None,
+        document_id: str | None = None,
     ) -> ExecutionResult | None:
         """The result, or None: the caller runs `schema.execute` (and then `learn`)."""
-        entry = self.documents.get(self._key(query, operation_name, context))
+        entry = self.documents.get(self._key(query, operation_name, context, document_id))
         if entry is None:
             return None
         started = time.perf_counter()
@@ -165,7 +185,7 @@ class CompiledQueries:
             return None  # variable errors: graphql-core words them
         estimate = 0
         if self.max_cost is not None:
-            within = self._within_cost(entry.document, operation_name, variables, extensions)
+            within = self._admitted(entry, operation_name, variables, extensions)
             if within is None:
                 return None  # refused or reported by demand control, on graphql-core's path
             estimate = within
@@ -205,6 +225,24 @@ class CompiledQueries:
             label = namer(query, operation_name) if namer is not None else name
             recorder.operation(label, "errors" if errors else "ok", seconds)
         return ExecutionResult(data=data, errors=errors or None)
+
+    def _admitted(
+        self,
+        entry: _Document,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+        extensions: dict[str, Any] | None,
+    ) -> int | None:
+        """`_within_cost`, remembered for an operation without variables (its cost never changes)."""
+        if entry.operation.variable_definitions:
+            return self._within_cost(entry.document, operation_name, variables, extensions)
+        if wants_report(extensions):
+            return None
+        if entry.within_cost is _UNJUDGED:
+            entry.within_cost = self._within_cost(entry.document, operation_name, variables, extensions)
+        within = entry.within_cost
+        assert within is None or isinstance(within, int)
+        return within
 
     def _within_cost(
         self,
