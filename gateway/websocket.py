@@ -25,7 +25,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
     SubscribeMessage,
@@ -45,7 +48,9 @@ from gateway.authn import (
     write_check,
 )
 from gateway.documents import DocumentGate, DocumentRequestError, requested_id
+from gateway.fanout import Outbox, SharedMember
 from gateway.observability.logs import bind_sub
+from schema.build import GatewaySchema
 from schema.context import Context
 from schema.errors import BAD_REQUEST
 from schema.multiplex import encode_message
@@ -66,12 +71,118 @@ def _reason(text: str) -> str:
     return text.encode()[:_REASON_BYTES].decode(errors="ignore")
 
 
-class _Authenticating:
-    """Checks the token before Strawberry acknowledges the connection."""
+class _Connection:
+    """What both protocols add to Strawberry's handlers: the token checked before the ack; one timer for
+    the init deadline, keep-alives and the token's expiry; and shared subscriptions written by their
+    group (`gateway.fanout`), with no task of their own."""
 
     view: Any  # GraphQLWebSocket; typed loosely as Strawberry's handlers type it
     context: Context
     websocket: Any
+    schema: Any
+    connection_acknowledged: bool
+    _LEGACY = False
+    _PING = '{"type":"ping"}'
+    # One timer handle, at the earliest of these loop times (None: not pending).
+    _timer: asyncio.TimerHandle | None = None
+    _init_deadline: float | None = None
+    _expires: float | None = None
+    _next_ping: float | None = None
+    _outbox: Outbox | None = None
+    _shared: dict[str, SharedMember] | None = None
+
+    @property
+    def outbox(self) -> Outbox:
+        if self._outbox is None:
+            self._outbox = Outbox(self.context.websocket)
+        return self._outbox
+
+    def _start_clock(self) -> None:
+        self._init_deadline = asyncio.get_running_loop().time() + self.view.init_timeout
+        self._reschedule()
+
+    def _start_pings(self) -> None:
+        interval = self.view.keep_alive_interval
+        if interval and self._next_ping is None:
+            self._next_ping = asyncio.get_running_loop().time() + interval
+            self._reschedule()
+
+    def _stop_clock(self) -> None:
+        self._init_deadline = self._expires = self._next_ping = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _reschedule(self) -> None:
+        due = [t for t in (self._init_deadline, self._expires, self._next_ping) if t is not None]
+        if self._timer is not None:
+            if due and self._timer.when() == min(due):
+                return
+            self._timer.cancel()
+            self._timer = None
+        if due:
+            self._timer = asyncio.get_running_loop().call_at(min(due), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        if self._expires is not None and now >= self._expires:
+            self._stop_clock()
+            self.outbox.close(EXPIRED, "token expired")
+            return
+        if self._init_deadline is not None and now >= self._init_deadline:
+            self._init_deadline = None
+            if not self.connection_acknowledged:
+                self._stop_clock()
+                self._timed_out()
+                self.outbox.close(INIT_TIMEOUT, "Connection initialisation timeout")
+                return
+        if self._next_ping is not None and now >= self._next_ping:
+            self._next_ping = now + self.view.keep_alive_interval
+            self.outbox.write(self._PING)
+        self._reschedule()
+
+    def _timed_out(self) -> None:
+        """The init deadline passed without an ack (Strawberry's flag, where it has one)."""
+
+    async def _attach_shared(
+        self, operation_id: str, query: str, variables: dict[str, Any] | None, operation_name: str | None
+    ) -> bool:
+        """Join this subscription's shared group as a member its group writes to; False: not shared."""
+        schema = self.schema
+        if not isinstance(schema, GatewaySchema) or schema.multiplexer is None:
+            return False
+        member = SharedMember(
+            self.outbox,
+            operation_id,
+            legacy=self._LEGACY,
+            limit=schema.multiplexer.limit,
+            end=self._shared_ended,
+        )
+        leave = await schema.attach(member, query, variables, self.context, operation_name)
+        if leave is None:
+            return False
+        member.leave = leave
+        if self._shared is None:
+            self._shared = {}
+        self._shared[operation_id] = member
+        return True
+
+    def _shared_ended(self, operation_id: str) -> None:
+        """The member ended itself (its group ended, it fell behind, an error): forget its id."""
+        if self._shared is not None:
+            self._shared.pop(operation_id, None)
+        self._forget(operation_id)
+
+    def _forget(self, operation_id: str) -> None:
+        raise NotImplementedError
+
+    def _leave_shared(self, operation_id: str, *, complete: bool) -> bool:
+        member = self._shared.pop(operation_id, None) if self._shared is not None else None
+        if member is None:
+            return False
+        member.stop(complete=complete)
+        return True
 
     async def _admit(self, payload: object) -> bool:
         params = payload if isinstance(payload, dict) else None
@@ -89,7 +200,9 @@ class _Authenticating:
             self.context.confirm_write = write_check(self.view.introspector, token, principal)
         self.view.track(self.context)
         bind_sub(principal.sub)
-        self.view.close_at_expiry(self.context, principal.expires_at)
+        remaining = (principal.expires_at - datetime.now(UTC)).total_seconds()
+        self._expires = asyncio.get_running_loop().time() + max(0.0, remaining)
+        self._reschedule()
         return True
 
     def _admit_document(self, payload: object) -> GraphQLError | None:
@@ -114,8 +227,12 @@ class _Authenticating:
         return None
 
 
-class TransportWSHandler(_Authenticating, BaseGraphQLTransportWSHandler[Context, None]):
-    _pinger: asyncio.Task[None] | None = None
+class TransportWSHandler(_Connection, BaseGraphQLTransportWSHandler[Context, None]):
+    def on_request_accepted(self) -> None:
+        self._start_clock()  # the init deadline, instead of Strawberry's task
+
+    def _timed_out(self) -> None:
+        self.connection_timed_out = True
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if self.connection_acknowledged and message.get("id") not in self.operations:
@@ -125,50 +242,54 @@ class TransportWSHandler(_Authenticating, BaseGraphQLTransportWSHandler[Context,
                 return
         await super().handle_subscribe(message)
 
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        query, variables, name = operation.query, operation.variables, operation.operation_name
+        if not await self._attach_shared(operation.id, query, variables, name):
+            await super().run_operation(operation)
+
+    def _forget(self, operation_id: str) -> None:
+        self.operations.pop(operation_id, None)
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        self._leave_shared(operation_id, complete=False)
+        await super().cleanup_operation(operation_id)
+
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         if self.connection_init_received or await self._admit(message.get("payload")):
             await super().handle_connection_init(message)
-            interval = self.view.keep_alive_interval
-            if self.connection_acknowledged and self._pinger is None and interval:
-                self._pinger = asyncio.create_task(
-                    self._ping_every(interval), name="graphql-transport-ws ping"
-                )
-
-    async def _ping_every(self, interval: float) -> None:
-        with contextlib.suppress(Exception):  # the socket went away: shutdown() cancels us anyway
-            while True:
-                await asyncio.sleep(interval)
-                await self.send_message({"type": "ping"})
+            if self.connection_acknowledged:
+                self._init_deadline = None
+                self._start_pings()
 
     async def shutdown(self) -> None:
-        if self._pinger is not None:
-            self._pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pinger
+        self._stop_clock()
         await super().shutdown()
 
 
-class LegacyWSHandler(_Authenticating, BaseGraphQLWSHandler[Context, None]):
+class LegacyWSHandler(_Connection, BaseGraphQLWSHandler[Context, None]):
+    _LEGACY = True
+    _PING = '{"type":"ka"}'
+
     async def handle(self) -> None:
         # Strawberry's graphql-ws handler has no init timeout: without this, a client that never sends
         # connection_init would hold an unauthenticated socket open for as long as it answers pings.
-        deadline = asyncio.create_task(self._close_unless_acknowledged(), name="graphql-ws init timeout")
+        # Its keep-alive task is replaced by the connection's timer.
+        self.keep_alive = False
+        self._start_clock()
         try:
             await super().handle()
         finally:
-            deadline.cancel()
-
-    async def _close_unless_acknowledged(self) -> None:
-        await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
-        if not self.connection_acknowledged:
-            with contextlib.suppress(Exception):  # the socket may be closing already
-                await self.websocket.close(code=INIT_TIMEOUT, reason="Connection initialisation timeout")
+            self._stop_clock()
 
     async def handle_connection_init(self, message: LegacyConnectionInitMessage) -> None:
         if self.connection_acknowledged:
             return  # a second init changes nothing, in particular not the principal
         if await self._admit(message.get("payload")):
             await super().handle_connection_init(message)
+            if self.connection_acknowledged:
+                self._init_deadline = None
+                self.outbox.write(self._PING)  # at once, as Strawberry's keep-alive task did
+                self._start_pings()
 
     async def handle_start(self, message: StartMessage) -> None:
         if self.connection_acknowledged:
@@ -177,6 +298,26 @@ class LegacyWSHandler(_Authenticating, BaseGraphQLWSHandler[Context, None]):
                 await self.send_message({"type": "error", "id": message["id"], "payload": error.formatted})
                 return
         await super().handle_start(message)
+
+    async def handle_async_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        # A shared member keeps its (finished) task in `tasks`: it still counts towards the cap.
+        if not await self._attach_shared(operation_id, query, variables, operation_name):
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+
+    def _forget(self, operation_id: str) -> None:
+        self.tasks.pop(operation_id, None)
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        if self._leave_shared(operation_id, complete=True):
+            self.tasks.pop(operation_id, None)
+            return
+        await super().cleanup_operation(operation_id)
 
 
 class GraphQLWebSocket(GraphQL[Context, None]):
@@ -204,6 +345,7 @@ class GraphQLWebSocket(GraphQL[Context, None]):
             max_subscriptions_per_connection=max_subscriptions,
         )
         self.verifier = verifier
+        self.init_timeout = init_timeout
         self.introspector: Introspector | None = None  # set when writes need an active token
         self.documents: DocumentGate | None = None  # trusted documents (gateway.documents)
         self._context_factory = context_factory
@@ -217,8 +359,6 @@ class GraphQLWebSocket(GraphQL[Context, None]):
             context = scope.get(_CONTEXT)
             if isinstance(context, Context):
                 self._untrack(context)
-                if context.expiry is not None:
-                    context.expiry.cancel()
 
     def track(self, context: Context) -> None:
         assert context.principal is not None
@@ -253,13 +393,3 @@ class GraphQLWebSocket(GraphQL[Context, None]):
         context.websocket = request
         request.scope[_CONTEXT] = context
         return context
-
-    def close_at_expiry(self, context: Context, expires_at: datetime) -> None:
-        async def close_when_expired() -> None:
-            await asyncio.sleep(max(0.0, (expires_at - datetime.now(UTC)).total_seconds()))
-            socket = context.websocket
-            if isinstance(socket, WebSocket) and socket.application_state is WebSocketState.CONNECTED:
-                with contextlib.suppress(RuntimeError):
-                    await socket.close(code=EXPIRED, reason="token expired")
-
-        context.expiry = asyncio.create_task(close_when_expired(), name="close socket at token expiry")

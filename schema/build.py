@@ -41,7 +41,7 @@ from schema.cost import Charger, DemandControl, list_size
 from schema.discovery import DiscoveryAwareExecution, SchemaDiscovery
 from schema.errors import is_public
 from schema.limits import DocumentLimits, extensions
-from schema.multiplex import Multiplexer, is_subscription
+from schema.multiplex import Multiplexer, Sink, is_subscription
 from schema.permissions import DeniedMutations, enforce_requirements, mutation_permissions, requires
 from schema.sessions import RevokeSessionsPayload
 from schema.types import (
@@ -200,6 +200,29 @@ class GatewaySchema(strawberry.Schema):
         )
         assert self.multiplexer is not None  # a share key is only made when there is one
         return await self.multiplexer.join(key, lambda: run(context_value=shared))
+
+    async def attach(
+        self,
+        sink: Sink,
+        query: str | None,
+        variable_values: dict[str, Any] | None,
+        context_value: Any,
+        operation_name: str | None,
+    ) -> Callable[[], None] | None:
+        """Make `sink` a member of the shared group of this subscription, if it may share one: what to
+        call to leave it. None: the operation is not shared (run it with `stream`)."""
+        key = self._share_key(query, variable_values, context_value, operation_name)
+        if key is None:
+            return None
+        assert isinstance(context_value, Context)
+        assert self.multiplexer is not None
+        shared = Context.create(
+            context_value.services, context_value.principal, schema_public=context_value.schema_public
+        )
+        start = functools.partial(
+            super().stream, query, variable_values, context_value=shared, operation_name=operation_name
+        )
+        return await self.multiplexer.attach(key, start, sink)
 
     def _share_key(
         self, query: str | None, variables: dict[str, Any] | None, context: Any, operation_name: str | None
