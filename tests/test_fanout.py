@@ -1,5 +1,5 @@
 """The fan-out writer (gateway.fanout): a shared group writes each member's frame itself, on both websocket
-protocols, through the ASGI `send`.
+protocols, through the ASGI `send` and through the pre-framed uvicorn protocol (gateway.wsprotocol).
 
 The bursts are published into the real group the sockets joined (`_Group.publish`, what its task does
 with each result of the run), so they can be as large and as fast as the test needs without a cluster."""
@@ -19,6 +19,9 @@ import websockets
 from starlette.applications import Starlette
 from strawberry.types import ExecutionResult
 
+from gateway.serving import websocket_protocol
+from gateway.settings import Settings
+from gateway.wsprotocol import PreFramedWebSocketProtocol
 from schema.multiplex import _Group
 from tests.conftest import AppFactory, Issuer
 from tests.support.servers import serve
@@ -27,7 +30,7 @@ TRANSPORT = "graphql-transport-ws"
 LEGACY = "graphql-ws"
 CHANGES = "subscription { instanceStatusChanges { to } }"
 WAIT = 15.0
-PATHS = {"asgi": "websockets-sansio"}
+PATHS = {"asgi": "websockets-sansio", "preframed": PreFramedWebSocketProtocol}
 
 
 @pytest.fixture(params=sorted(PATHS))
@@ -267,3 +270,12 @@ async def test_an_idle_connection_holds_one_task_only(
             assert kinds == {"ping" if protocol == TRANSPORT else "ka"}
         for ws in [warm, *sockets]:
             await ws.close()
+
+
+def test_serve_uses_the_pre_framed_protocol_unless_told_not_to(settings: Settings) -> None:
+    def with_(**overrides: Any) -> Settings:
+        return Settings(**{**settings.model_dump(), **overrides, "_env_file": None})
+
+    assert websocket_protocol(with_()) is PreFramedWebSocketProtocol
+    assert websocket_protocol(with_(websocket_preframed=False)) == "websockets-sansio"
+    assert websocket_protocol(with_(websocket_implementation="wsproto")) == "wsproto"
