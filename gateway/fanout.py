@@ -20,7 +20,7 @@ import asyncio
 import logging
 import struct
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from typing import Any, Protocol
 
 from graphql import GraphQLError
@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
-from schema.multiplex import SharedData, closed_result, encode_message
+from schema.multiplex import Membership, SharedData, closed_result, encode_message
 from services.events.hub import fell_behind
 
 logger = logging.getLogger(__name__)
@@ -152,21 +152,27 @@ class Outbox:
             self._pending = None
 
 
+class Owner(Protocol):
+    """The connection a member belongs to (gateway.websocket's handlers)."""
+
+    def shared_ended(self, operation_id: str) -> None:
+        """The member ended on its own (its run ended, it fell behind, an error): forget the id."""
+
+
 class SharedMember:
     """One subscription of one connection in a shared group; see the module's docstring."""
 
-    __slots__ = ("_end", "_kind", "_legacy", "done", "id", "leave", "limit", "outbox", "started")
+    __slots__ = ("_kind", "_legacy", "_owner", "done", "group", "id", "limit", "outbox", "started")
+    task = None  # in Strawberry's table of operations, where an Operation's task would be
 
-    def __init__(
-        self, outbox: Outbox, operation_id: str, *, legacy: bool, limit: int, end: Callable[[str], None]
-    ) -> None:
+    def __init__(self, outbox: Outbox, operation_id: str, *, legacy: bool, limit: int, owner: Owner) -> None:
         self.outbox = outbox
         self.id = operation_id
         self.limit = limit
         self._legacy = legacy
         self._kind = "data" if legacy else "next"
-        self._end = end  # the handler forgets the operation id
-        self.leave: Callable[[], None] | None = None  # set once attached
+        self._owner = owner
+        self.group: Membership | None = None  # set once attached
         self.started = False
         self.done = False
 
@@ -192,26 +198,26 @@ class SharedMember:
         if not self.done:
             self.done = True
             self.outbox.write(encode_message({"id": self.id, "type": "complete"}))
-            self._end(self.id)
+            self._owner.shared_ended(self.id)
 
     def stop(self, *, complete: bool) -> None:
         """The client ended it (or went away): leave the group; `complete` answers a legacy `stop`."""
         if self.done:
             return
         self.done = True
-        if self.leave is not None:
-            self.leave()
+        if self.group is not None:
+            self.group.detach(self)
         if complete:
             self.outbox.write(encode_message({"type": "complete", "id": self.id}))
 
     def _stop(self, last: str, *, complete: bool = False) -> None:
         self.done = True
-        if self.leave is not None:
-            self.leave()
+        if self.group is not None:
+            self.group.detach(self)
         self.outbox.write(last)
         if complete:
             self.outbox.write(encode_message({"id": self.id, "type": "complete"}))
-        self._end(self.id)
+        self._owner.shared_ended(self.id)
 
     def _frame(self, result: ExecutionResult) -> tuple[str, bytes | None]:
         data = result.data

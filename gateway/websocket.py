@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +23,6 @@ from typing import Any
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -33,11 +33,14 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
     SubscribeMessage,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    Message as TransportMessage,
+)
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage as LegacyConnectionInitMessage,
 )
-from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
+from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage, StartMessage
 
 from gateway.authn import (
     IssuerUnavailable,
@@ -57,18 +60,28 @@ from schema.multiplex import encode_message
 from services.auth.introspection import Introspector
 from services.auth.principal import Principal
 from services.auth.tokens import TokenVerifier
+from services.instances.access import visibility_of
+from services.instances.visibility import Visibility
 
 BAD_TOKEN = 4403
 EXPIRED = 4401
 SIGNED_OUT = "signed out"
 TRY_AGAIN_LATER = 1013  # the issuer's keys never loaded: the token cannot be judged yet
 INIT_TIMEOUT = 4408  # as graphql-transport-ws closes a socket that never sent connection_init
-_CONTEXT = "opencsp.context"
+_TIMER_CONTEXT = contextvars.Context()
+_VISIBILITIES = 4096  # principals whose Visibility is kept for the next socket with the same token
 _REASON_BYTES = 120  # a close frame's reason must stay under 123 bytes
 
 
 def _reason(text: str) -> str:
     return text.encode()[:_REASON_BYTES].decode(errors="ignore")
+
+
+def _forget_payload(message: object) -> None:
+    """Strawberry's loop holds the last message until the next arrives; its payload (the token, the
+    query) need not live that long on an idle socket."""
+    if isinstance(message, dict):
+        message.clear()
 
 
 class _Connection:
@@ -113,6 +126,11 @@ class _Connection:
             self._timer.cancel()
             self._timer = None
 
+    def _closed(self) -> None:
+        """The socket is done: no timer, and no longer among the open ones `close_revoked` may close."""
+        self._stop_clock()
+        self.view.untrack(self.context)
+
     def _reschedule(self) -> None:
         due = [t for t in (self._init_deadline, self._expires, self._next_ping) if t is not None]
         if self._timer is not None:
@@ -121,7 +139,8 @@ class _Connection:
             self._timer.cancel()
             self._timer = None
         if due:
-            self._timer = asyncio.get_running_loop().call_at(min(due), self._tick)
+            # In an empty context: copying the connection's for every timer would cost each socket one.
+            self._timer = asyncio.get_running_loop().call_at(min(due), self._tick, context=_TIMER_CONTEXT)
 
     def _tick(self) -> None:
         self._timer = None
@@ -153,32 +172,30 @@ class _Connection:
         if not isinstance(schema, GatewaySchema) or schema.multiplexer is None:
             return False
         member = SharedMember(
-            self.outbox,
-            operation_id,
-            legacy=self._LEGACY,
-            limit=schema.multiplexer.limit,
-            end=self._shared_ended,
+            self.outbox, operation_id, legacy=self._LEGACY, limit=schema.multiplexer.limit, owner=self
         )
-        leave = await schema.attach(member, query, variables, self.context, operation_name)
-        if leave is None:
+        group = await schema.attach(member, query, variables, self.context, operation_name)
+        if group is None:
             return False
-        member.leave = leave
-        if self._shared is None:
-            self._shared = {}
-        self._shared[operation_id] = member
+        member.group = group
+        self._store(member)
         return True
 
-    def _shared_ended(self, operation_id: str) -> None:
+    def shared_ended(self, operation_id: str) -> None:
         """The member ended itself (its group ended, it fell behind, an error): forget its id."""
-        if self._shared is not None:
-            self._shared.pop(operation_id, None)
-        self._forget(operation_id)
+        self._take(operation_id)
 
-    def _forget(self, operation_id: str) -> None:
-        raise NotImplementedError
+    def _store(self, member: SharedMember) -> None:
+        if self._shared is None:
+            self._shared = {}
+        self._shared[member.id] = member
+
+    def _take(self, operation_id: str) -> SharedMember | None:
+        """Forget the operation `operation_id`; its shared member, if it is one."""
+        return self._shared.pop(operation_id, None) if self._shared is not None else None
 
     def _leave_shared(self, operation_id: str, *, complete: bool) -> bool:
-        member = self._shared.pop(operation_id, None) if self._shared is not None else None
+        member = self._take(operation_id)
         if member is None:
             return False
         member.stop(complete=complete)
@@ -194,7 +211,7 @@ class _Connection:
         except IssuerUnavailable as error:
             await self.websocket.close(code=TRY_AGAIN_LATER, reason=_reason(str(error)))
             return False
-        self.context.authenticate(principal)
+        self.context.authenticate(principal, self.view.visibility_of(principal))
         if self.view.introspector is not None:
             token = bearer_token(authorization_of(params))
             self.context.confirm_write = write_check(self.view.introspector, token, principal)
@@ -228,6 +245,12 @@ class _Connection:
 
 
 class TransportWSHandler(_Connection, BaseGraphQLTransportWSHandler[Context, None]):
+    async def handle_message(self, message: TransportMessage) -> None:
+        try:
+            await super().handle_message(message)
+        finally:
+            _forget_payload(message)
+
     def on_request_accepted(self) -> None:
         self._start_clock()  # the init deadline, instead of Strawberry's task
 
@@ -247,22 +270,35 @@ class TransportWSHandler(_Connection, BaseGraphQLTransportWSHandler[Context, Non
         if not await self._attach_shared(operation.id, query, variables, name):
             await super().run_operation(operation)
 
-    def _forget(self, operation_id: str) -> None:
-        self.operations.pop(operation_id, None)
+    def _store(self, member: SharedMember) -> None:
+        # In Strawberry's own table, in the Operation's place (the member has its `id` and a `task` of
+        # None): the id stays taken and counted towards the cap, at no cost of a table of its own.
+        if member.id in self.operations:
+            self.operations[member.id] = member  # type: ignore[assignment]
+        else:  # completed by the client while it joined
+            member.stop(complete=False)
+
+    def _take(self, operation_id: str) -> SharedMember | None:
+        found: object = self.operations.get(operation_id)
+        if isinstance(found, SharedMember):
+            del self.operations[operation_id]
+            return found
+        return None
 
     async def cleanup_operation(self, operation_id: str) -> None:
-        self._leave_shared(operation_id, complete=False)
-        await super().cleanup_operation(operation_id)
+        if not self._leave_shared(operation_id, complete=False):
+            await super().cleanup_operation(operation_id)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         if self.connection_init_received or await self._admit(message.get("payload")):
             await super().handle_connection_init(message)
+            self.context.connection_params = None  # read once (the token): not kept for the socket's life
             if self.connection_acknowledged:
                 self._init_deadline = None
                 self._start_pings()
 
     async def shutdown(self) -> None:
-        self._stop_clock()
+        self._closed()
         await super().shutdown()
 
 
@@ -279,13 +315,20 @@ class LegacyWSHandler(_Connection, BaseGraphQLWSHandler[Context, None]):
         try:
             await super().handle()
         finally:
-            self._stop_clock()
+            self._closed()
+
+    async def handle_message(self, message: OperationMessage) -> None:
+        try:
+            await super().handle_message(message)
+        finally:
+            _forget_payload(message)
 
     async def handle_connection_init(self, message: LegacyConnectionInitMessage) -> None:
         if self.connection_acknowledged:
             return  # a second init changes nothing, in particular not the principal
         if await self._admit(message.get("payload")):
             await super().handle_connection_init(message)
+            self.context.connection_params = None
             if self.connection_acknowledged:
                 self._init_deadline = None
                 self.outbox.write(self._PING)  # at once, as Strawberry's keep-alive task did
@@ -310,14 +353,15 @@ class LegacyWSHandler(_Connection, BaseGraphQLWSHandler[Context, None]):
         if not await self._attach_shared(operation_id, query, variables, operation_name):
             await super().handle_async_results(operation_id, query, operation_name, variables)
 
-    def _forget(self, operation_id: str) -> None:
-        self.tasks.pop(operation_id, None)
+    def _take(self, operation_id: str) -> SharedMember | None:
+        member = super()._take(operation_id)
+        if member is not None:
+            self.tasks.pop(operation_id, None)  # its finished task, kept so the cap counts it
+        return member
 
     async def cleanup_operation(self, operation_id: str) -> None:
-        if self._leave_shared(operation_id, complete=True):
-            self.tasks.pop(operation_id, None)
-            return
-        await super().cleanup_operation(operation_id)
+        if not self._leave_shared(operation_id, complete=True):
+            await super().cleanup_operation(operation_id)
 
 
 class GraphQLWebSocket(GraphQL[Context, None]):
@@ -351,20 +395,25 @@ class GraphQLWebSocket(GraphQL[Context, None]):
         self._context_factory = context_factory
         # Authenticated sockets' contexts by the sub of their token (keyed by id: contexts are unhashable).
         self._open: dict[str, dict[int, Context]] = {}
+        self._visibilities: dict[int, tuple[Principal, Visibility]] = {}  # by id(principal)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            context = scope.get(_CONTEXT)
-            if isinstance(context, Context):
-                self._untrack(context)
+    def visibility_of(self, principal: Principal) -> Visibility:
+        """The principal's row rule, one object for every socket with the same cached principal (the
+        token verifier's cache hands out one Principal per token)."""
+        cached = self._visibilities.get(id(principal))
+        if cached is not None and cached[0] is principal:
+            return cached[1]
+        if len(self._visibilities) >= _VISIBILITIES:
+            self._visibilities.clear()
+        visibility = visibility_of(principal)
+        self._visibilities[id(principal)] = (principal, visibility)
+        return visibility
 
     def track(self, context: Context) -> None:
         assert context.principal is not None
         self._open.setdefault(context.principal.sub, {})[id(context)] = context
 
-    def _untrack(self, context: Context) -> None:
+    def untrack(self, context: Context) -> None:
         if context.principal is not None and (same := self._open.get(context.principal.sub)) is not None:
             same.pop(id(context), None)
             if not same:
@@ -391,5 +440,4 @@ class GraphQLWebSocket(GraphQL[Context, None]):
         assert isinstance(request, WebSocket)
         context = await self._context_factory(request)
         context.websocket = request
-        request.scope[_CONTEXT] = context
         return context

@@ -41,7 +41,7 @@ from schema.cost import Charger, DemandControl, list_size
 from schema.discovery import DiscoveryAwareExecution, SchemaDiscovery
 from schema.errors import is_public
 from schema.limits import DocumentLimits, extensions
-from schema.multiplex import Multiplexer, Sink, is_subscription
+from schema.multiplex import Membership, Multiplexer, Sink, is_subscription
 from schema.permissions import DeniedMutations, enforce_requirements, mutation_permissions, requires
 from schema.sessions import RevokeSessionsPayload
 from schema.types import (
@@ -208,9 +208,9 @@ class GatewaySchema(strawberry.Schema):
         variable_values: dict[str, Any] | None,
         context_value: Any,
         operation_name: str | None,
-    ) -> Callable[[], None] | None:
-        """Make `sink` a member of the shared group of this subscription, if it may share one: what to
-        call to leave it. None: the operation is not shared (run it with `stream`)."""
+    ) -> Membership | None:
+        """Make `sink` a member of the shared group of this subscription, if it may share one (leave with
+        `detach(sink)` on the answer). None: the operation is not shared (run it with `stream`)."""
         key = self._share_key(query, variable_values, context_value, operation_name)
         if key is None:
             return None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
@@ -96,6 +95,13 @@ class Sink(Protocol):
 
     def finish(self) -> None:
         """The run ended (the source completed or failed): no more results will come."""
+
+
+class Membership(Protocol):
+    """What a sink's group offers it (`Multiplexer.attach`): a way out."""
+
+    def detach(self, sink: Sink) -> None:
+        """`sink` leaves; the last member to leave stops the run."""
 
 
 @dataclass(eq=False, slots=True)
@@ -221,11 +227,11 @@ class Multiplexer:
 
     async def attach(
         self, key: Hashable, start: Callable[[], Awaitable[AsyncGenerator[Any, None]]], sink: Sink
-    ) -> Callable[[], None]:
-        """Deliver the results of the group `key` to `sink` from now on; what to call to leave."""
+    ) -> Membership:
+        """Deliver the results of the group `key` to `sink` from now on; `detach(sink)` leaves."""
         group = await self._group(key, start)
         group.sinks[sink] = None
-        return functools.partial(group.detach, sink)
+        return group
 
     async def _group(
         self, key: Hashable, start: Callable[[], Awaitable[AsyncGenerator[Any, None]]]
