@@ -51,7 +51,7 @@ from gateway.authn import (
     write_check,
 )
 from gateway.documents import DocumentGate, DocumentRequestError, requested_id
-from gateway.fanout import Outbox, SharedMember
+from gateway.fanout import Outbox, SharedMember, text_frame
 from gateway.observability.logs import bind_sub
 from schema.build import GatewaySchema
 from schema.context import Context
@@ -96,6 +96,7 @@ class _Connection:
     connection_acknowledged: bool
     _LEGACY = False
     _PING = '{"type":"ping"}'
+    _PING_FRAME = text_frame(_PING.encode())  # for the pre-framed write: made once, not per ping
     # One timer handle, at the earliest of these loop times (None: not pending).
     _timer: asyncio.TimerHandle | None = None
     _init_deadline: float | None = None
@@ -158,7 +159,7 @@ class _Connection:
                 return
         if self._next_ping is not None and now >= self._next_ping:
             self._next_ping = now + self.view.keep_alive_interval
-            self.outbox.write(self._PING)
+            self.outbox.write(self._PING, self._PING_FRAME)
         self._reschedule()
 
     def _timed_out(self) -> None:
@@ -305,6 +306,7 @@ class TransportWSHandler(_Connection, BaseGraphQLTransportWSHandler[Context, Non
 class LegacyWSHandler(_Connection, BaseGraphQLWSHandler[Context, None]):
     _LEGACY = True
     _PING = '{"type":"ka"}'
+    _PING_FRAME = text_frame(_PING.encode())
 
     async def handle(self) -> None:
         # Strawberry's graphql-ws handler has no init timeout: without this, a client that never sends
@@ -331,7 +333,7 @@ class LegacyWSHandler(_Connection, BaseGraphQLWSHandler[Context, None]):
             self.context.connection_params = None
             if self.connection_acknowledged:
                 self._init_deadline = None
-                self.outbox.write(self._PING)  # at once, as Strawberry's keep-alive task did
+                self.outbox.write(self._PING, self._PING_FRAME)  # at once, as Strawberry's keep-alive did
                 self._start_pings()
 
     async def handle_start(self, message: StartMessage) -> None:
