@@ -85,13 +85,14 @@ class _Resumed:
 class Outbox:
     """One connection's frames written from outside its own task (shared groups, its timer), in order."""
 
-    __slots__ = ("_direct", "_pending", "_socket", "closed")
+    __slots__ = ("_direct", "_drainer", "_pending", "_socket", "closed")
 
     def __init__(self, websocket: WebSocket) -> None:
         extensions = websocket.scope.get("extensions") or {}
         self._direct: FramedWriter | None = extensions.get(EXTENSION)
         self._socket = websocket
         self._pending: deque[str | tuple[int, str]] | None = None  # behind a send that had to wait
+        self._drainer: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
         self.closed = False
 
     @property
@@ -135,7 +136,9 @@ class Outbox:
             self.closed = True
             return
         self._pending = deque()
-        asyncio.get_running_loop().create_task(self._drain(_Resumed(coro, waiting)), name="websocket drain")
+        self._drainer = asyncio.get_running_loop().create_task(
+            self._drain(_Resumed(coro, waiting)), name="websocket drain"
+        )
 
     async def _drain(self, first: _Resumed) -> None:
         try:
@@ -149,7 +152,7 @@ class Outbox:
         except Exception:
             self.closed = True
         finally:
-            self._pending = None
+            self._pending = self._drainer = None
 
 
 class Owner(Protocol):

@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 import websockets
 from starlette.applications import Starlette
+from starlette.websockets import WebSocket, WebSocketState
 from strawberry.types import ExecutionResult
 
+from gateway.fanout import Outbox
 from gateway.serving import websocket_protocol
 from gateway.settings import Settings
 from gateway.wsprotocol import PreFramedWebSocketProtocol
@@ -279,3 +281,41 @@ def test_serve_uses_the_pre_framed_protocol_unless_told_not_to(settings: Setting
     assert websocket_protocol(with_()) is PreFramedWebSocketProtocol
     assert websocket_protocol(with_(websocket_preframed=False)) == "websockets-sansio"
     assert websocket_protocol(with_(websocket_implementation="wsproto")) == "wsproto"
+
+
+async def test_an_outbox_keeps_order_behind_a_send_that_must_wait() -> None:
+    """The ASGI path: a send that completes at once costs no task; one that must wait is finished by a
+    task, and what is written meanwhile (frames, then a close) follows it in order."""
+    sent: list[Any] = []
+    writable = asyncio.Event()
+    writable.set()
+
+    async def send(message: Any) -> None:
+        await writable.wait()  # as uvicorn's send waits while its write buffer is over the high-water mark
+        sent.append(message.get("text") or message.get("code"))
+
+    async def receive() -> Any:
+        raise AssertionError("not read")
+
+    socket_ = WebSocket({"type": "websocket", "path": "/", "headers": []}, receive=receive, send=send)
+    socket_.application_state = WebSocketState.CONNECTED
+    outbox = Outbox(socket_)
+    assert not outbox.direct
+    tasks = len(asyncio.all_tasks())
+    outbox.write("a")
+    assert sent == ["a"]  # at once, no task
+    assert len(asyncio.all_tasks()) == tasks
+    writable.clear()
+    outbox.write("b")
+    outbox.write("c")
+    outbox.close(4401, "token expired")
+    assert sent == ["a"]
+    assert outbox.backlog(1) == 3  # b (waiting), then c and the close
+    writable.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert sent == ["a", "b", "c", 4401]
+    assert outbox.backlog(1) == 0
+    outbox.write("d")  # after a close: Starlette refuses, and the outbox is closed
+    assert outbox.closed
+    assert sent == ["a", "b", "c", 4401]
