@@ -9,6 +9,11 @@ keep-alives every `keep_alive_interval` seconds once acknowledged (`ping` on gra
 Strawberry only answers, never sends; `ka` on the legacy protocol), so idle dashboards survive proxies
 that cut quiet connections. A socket whose token is revoked (sign-out, admin lockout) is closed with 4401
 and the reason "signed out" (`close_revoked`).
+
+The init deadline, the keep-alives and the token's expiry are one timer per connection (`loop.call_at`,
+rescheduled to the earliest), not tasks. A subscription that joins a shared group is written by the group
+itself (`gateway.fanout`): its operation task ends once it has joined, and Strawberry's handlers serve
+only the control messages and unshared operations.
 """
 
 from __future__ import annotations
