@@ -325,3 +325,33 @@ async def test_an_outbox_keeps_order_behind_a_send_that_must_wait() -> None:
     outbox.write("d")  # after a close: Starlette refuses, and the outbox is closed
     assert outbox.closed
     assert sent == ["a", "b", "c", 4401]
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
+async def test_a_shared_subscription_the_schema_refuses_is_answered_with_its_error(
+    make_app: AppFactory, issuer: Issuer, path: Any, protocol: str
+) -> None:
+    """Validation runs in the group (its one execution): every member gets the protocol's `error`, as
+    Strawberry answers an unshared one, and the socket serves on."""
+    app = await make_app()
+    async with serve(app, ws=path) as base:
+        ws = await open_socket(base, issuer.token("viewer"), protocol)
+        kind = "subscribe" if protocol == TRANSPORT else "start"
+        bad = {"query": "subscription { instanceStatusChanges { nope } }"}
+        for operation_id in ("1", "2"):
+            await ws.send(json.dumps({"id": operation_id, "type": kind, "payload": bad}))
+        for operation_id in ("1", "2"):
+            answer = await receive(ws)
+            assert (answer["id"], answer["type"]) == (operation_id, "error"), answer
+            first = answer["payload"][0] if protocol == TRANSPORT else answer["payload"]
+            assert "Cannot query field 'nope'" in first["message"], answer
+        for _ in range(200):  # the refused run ends, and its group with it
+            if not app.state.schema.multiplexer.groups:
+                break
+            await asyncio.sleep(0.01)
+        assert app.state.schema.multiplexer.groups == 0
+        await subscribe(ws, protocol, "1")  # the id is free again
+        group = await the_group(app, members=1)
+        group.publish(change(7))
+        assert await read_numbers(ws, "1", 1) == [7]
+        await ws.close()
