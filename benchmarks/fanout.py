@@ -68,7 +68,9 @@ def raise_fd_limit(needed: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def gateway(directory: Path, port: int, quota: int) -> AsyncIterator[asyncio.subprocess.Process]:
+async def gateway(
+    directory: Path, port: int, quota: int, profile: str | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
     env = {
         **os.environ,
         "OPENCSP_DEV_STEP_SECONDS": "0.1",
@@ -82,7 +84,10 @@ async def gateway(directory: Path, port: int, quota: int) -> AsyncIterator[async
         "OPENCSP_QUOTA_USER_MEMORY_MIB": str(quota * 4096),
         "OPENCSP_QUOTA_ORG_MEMORY_MIB": str(quota * 4096),
     }
+    # --profile: the worker under cProfile (slower; for where the time goes, not for the figures).
+    profiled = (sys.executable, "-m", "cProfile", "-o", profile) if profile else ()
     async with support.child_process(
+        *profiled,
         str(GATEWAY),
         "dev",
         "--port",
@@ -227,7 +232,9 @@ def check_node() -> None:
         )
 
 
-async def run(subscribers: int, clients: int, changes: int, interval: float) -> dict[str, float]:
+async def run(
+    subscribers: int, clients: int, changes: int, interval: float, profile: str | None = None
+) -> dict[str, float]:
     """The gateway: `opencsp-gateway dev`, changes made by ordering instances."""
     check_node()
     raise_fd_limit(subscribers + 1024)
@@ -235,7 +242,7 @@ async def run(subscribers: int, clients: int, changes: int, interval: float) -> 
     port = support.free_port()
     with tempfile.TemporaryDirectory(prefix="fanout-") as tmp:
         directory = Path(tmp)
-        async with gateway(directory, port, quota=instances + 10) as server:
+        async with gateway(directory, port, quota=instances + 10, profile=profile) as server:
             viewer, admin = await token(directory, "viewer"), await token(directory, "admin")
             async with httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {admin}"}, timeout=30
@@ -314,7 +321,7 @@ def summary(result: dict[str, float], label: str = "") -> str:
 
 async def bench(args: argparse.Namespace) -> None:
     clients = args.clients or max(1, -(-args.subscribers // 2500))
-    result = await run(args.subscribers, clients, args.changes, args.interval)
+    result = await run(args.subscribers, clients, args.changes, args.interval, args.profile)
     print(summary(result), flush=True)
     if args.no_baseline:
         return
@@ -344,6 +351,9 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between orders")
     parser.add_argument("--smoke", action="store_true", help="20 subscribers, 4 changes")
     parser.add_argument("--no-baseline", action="store_true", help="measure the gateway only")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="run the gateway under cProfile, its stats written to FILE"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.subscribers, args.changes, args.interval = 20, 4, 0.1

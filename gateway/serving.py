@@ -22,6 +22,7 @@ from gateway.documents import ManifestError
 from gateway.observability.logs import configure_logging
 from gateway.settings import Settings
 from gateway.startup import StartupError, warn_without_admin_org
+from gateway.wsprotocol import PreFramedWebSocketProtocol
 from services.kubernetes.errors import ClusterError
 
 
@@ -56,6 +57,14 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def websocket_protocol(settings: Settings) -> str | type[asyncio.Protocol]:
+    """uvicorn's websocket implementation; websockets-sansio with the pre-framed write of shared frames
+    (gateway.wsprotocol) unless OPENCSP_WEBSOCKET_PREFRAMED=false."""
+    if settings.websocket_implementation == "websockets-sansio" and settings.websocket_preframed:
+        return PreFramedWebSocketProtocol
+    return settings.websocket_implementation
+
+
 def servers(app: Starlette, settings: Settings) -> list[uvicorn.Server]:
     """The public server (runs the app's lifespan), then the metrics server if metrics are on."""
     public = uvicorn.Config(
@@ -66,7 +75,7 @@ def servers(app: Starlette, settings: Settings) -> list[uvicorn.Server]:
         log_config=None,  # uvicorn's loggers go through ours (configure_logging)
         proxy_headers=True,
         lifespan="on",
-        ws=settings.websocket_implementation,
+        ws=websocket_protocol(settings),
         ws_max_size=settings.max_body_bytes,  # a websocket message is a request body too
         ws_per_message_deflate=False,
     )

@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     compiled_execution: bool = True
     websocket_keep_alive_seconds: float = Field(default=15.0, gt=0)
     websocket_implementation: Literal["websockets", "websockets-sansio", "wsproto"] = "websockets-sansio"
+    # With websockets-sansio: shared subscriptions' frames are written pre-framed (gateway.wsprotocol).
+    websocket_preframed: bool = True
     websocket_init_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # The cluster: where instances' Terraform objects live and what they build from.

@@ -37,11 +37,11 @@ from resolvers.sessions import revoke_sessions
 from resolvers.subscriptions import instance_status_changed, instance_status_changes
 from schema.active_token import ActiveTokenForWrites
 from schema.context import Context
-from schema.cost import Charger, DemandControl, list_size
+from schema.cost import Charger, DemandControl, list_size, wants_report
 from schema.discovery import DiscoveryAwareExecution, SchemaDiscovery
 from schema.errors import is_public
 from schema.limits import DocumentLimits, extensions
-from schema.multiplex import Multiplexer, is_subscription
+from schema.multiplex import Membership, Multiplexer, Sink, is_subscription
 from schema.permissions import DeniedMutations, enforce_requirements, mutation_permissions, requires
 from schema.sessions import RevokeSessionsPayload
 from schema.subscription_cost import SubscriptionCost, requested_extensions
@@ -209,6 +209,38 @@ class GatewaySchema(strawberry.Schema):
         return await self.subscription_cost.join(
             key, query, variable_values, operation_name, operation_extensions, context_value, shared, join
         )
+
+    async def attach(
+        self,
+        sink: Sink,
+        query: str | None,
+        variable_values: dict[str, Any] | None,
+        context_value: Any,
+        operation_name: str | None,
+    ) -> Membership | None:
+        """Make `sink` a member of the shared group of this subscription, if it may share one (leave with
+        `detach(sink)` on the answer). None: the operation is not shared (run it with `stream`)."""
+        key = self._share_key(query, variable_values, context_value, operation_name)
+        if key is None:
+            return None
+        assert isinstance(context_value, Context)
+        assert self.multiplexer is not None
+        shared = Context.create(
+            context_value.services, context_value.principal, schema_public=context_value.schema_public
+        )
+        cost = self.subscription_cost
+        if cost is not None and query is not None:
+            # A member that asks for the estimate, or is refused, runs through `stream`: its first result
+            # carries its own report, or its refusal in the protocol's shape (judged again there; a
+            # refusal charged nothing).
+            if wants_report(requested_extensions()):
+                return None
+            if await cost.admit(key, query, variable_values, operation_name, context_value, shared):
+                return None
+        start = functools.partial(
+            super().stream, query, variable_values, context_value=shared, operation_name=operation_name
+        )
+        return await self.multiplexer.attach(key, start, sink)
 
     def _share_key(
         self, query: str | None, variables: dict[str, Any] | None, context: Any, operation_name: str | None

@@ -101,8 +101,9 @@ class Context:
             self._loaders = Loaders.create(self.services, self.visibility)
         return self._loaders
 
-    def authenticate(self, principal: Principal) -> None:
-        """A websocket learns its principal at connection_init, after the context exists."""
+    def authenticate(self, principal: Principal, visibility: Visibility | None = None) -> None:
+        """A websocket learns its principal at connection_init, after the context exists. `visibility`:
+        the principal's, when the caller already has it (`visibility_of(principal)`)."""
         self.principal = principal
-        self.visibility = visibility_of(principal)
+        self.visibility = visibility if visibility is not None else visibility_of(principal)
         self._loaders = None

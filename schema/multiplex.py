@@ -5,6 +5,10 @@ same row-level visibility receive identical results, so they share a group: the 
 subscription once (with a context of its own), and each result is serialized once (`SharedData`) and
 handed to every member's bounded queue. A member that falls more than `limit` results behind is dropped
 with the same SUBSCRIPTION_CLOSED error the hub gives; the others never wait for it.
+
+A transport that can write without waiting (gateway.fanout) attaches a `Sink` instead of a queue: the
+group's one task hands each result to every sink in turn, and the sink writes its frame at once, so a
+delivery wakes no task per member. A sink bounds its own backlog (its connection's unsent output).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from graphql import GraphQLError, OperationDefinitionNode, OperationType
@@ -31,10 +35,13 @@ logger = logging.getLogger(__name__)
 class SharedData(dict[str, Any]):
     """A result's `data` whose payload (data, errors, extensions) is serialized once for all members."""
 
-    __slots__ = ("payload_json",)
+    __slots__ = ("frames", "payload_json")
 
     def __init__(self, data: dict[str, Any] | None, result: ExecutionResult) -> None:
         super().__init__(data or {})
+        # Whole frames made from it, by the transport's own key (message type and id): members whose
+        # frames are identical (the same id, as most clients use) share one.
+        self.frames: dict[Hashable, Any] = {}
         payload: dict[str, Any] = {"data": data}
         if result.errors:
             payload["errors"] = [error.formatted for error in result.errors]
@@ -78,6 +85,23 @@ def is_subscription(query: str, operation_name: str | None, *, max_bytes: int, m
 
 def closed_result(reason: str) -> ExecutionResult:
     return ExecutionResult(data=None, errors=[subscription_closed(reason)])
+
+
+class Sink(Protocol):
+    """A member that takes each result as it comes (gateway.fanout), instead of a queue read by a task.
+    `deliver` must not wait: it writes, or buffers within its own bound, or ends its own membership."""
+
+    def deliver(self, result: Any) -> None: ...
+
+    def finish(self) -> None:
+        """The run ended (the source completed or failed): no more results will come."""
+
+
+class Membership(Protocol):
+    """What a sink's group offers it (`Multiplexer.attach`): a way out."""
+
+    def detach(self, sink: Sink) -> None:
+        """`sink` leaves; the last member to leave stops the run."""
 
 
 @dataclass(eq=False, slots=True)
@@ -124,6 +148,7 @@ class _Group:
     ):
         self.key = key
         self.members: set[_Member] = set()
+        self.sinks: dict[Sink, None] = {}  # in order of joining
         self._source = source
         self._on_empty = on_empty
         self._task = asyncio.create_task(self._pump(), name="shared subscription")
@@ -136,9 +161,7 @@ class _Group:
     async def _pump(self) -> None:
         try:
             async for result in self._source:
-                result = shared(result) if isinstance(result, ExecutionResult) else result
-                for member in list(self.members):
-                    member.put(result)
+                self.publish(result)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -149,14 +172,37 @@ class _Group:
             self._on_empty(self.key, self)
             for member in list(self.members):
                 member.finish()
+            for sink in list(self.sinks):
+                with contextlib.suppress(Exception):
+                    sink.finish()
+            self.sinks.clear()
+
+    def publish(self, result: Any) -> None:
+        """One result of the run to every member, in the order they joined; no member can make it wait."""
+        result = shared(result) if isinstance(result, ExecutionResult) else result
+        for member in list(self.members):
+            member.put(result)
+        for sink in list(self.sinks):
+            try:
+                sink.deliver(result)
+            except Exception:  # one member's transport must never stop the others' deliveries
+                logger.exception("a shared subscription's member failed")
+                self.sinks.pop(sink, None)
 
     async def leave(self, member: _Member) -> None:
         self.members.discard(member)
-        if not self.members:
+        if not self.members and not self.sinks:
             self._on_empty(self.key, self)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    def detach(self, sink: Sink) -> None:
+        """`sink` leaves; the last member to leave stops the run (without waiting for it to unwind)."""
+        self.sinks.pop(sink, None)
+        if not self.members and not self.sinks:
+            self._on_empty(self.key, self)
+            self._task.cancel()
 
 
 class Multiplexer:
@@ -174,6 +220,22 @@ class Multiplexer:
         self, key: Hashable, start: Callable[[], Awaitable[AsyncGenerator[Any, None]]]
     ) -> AsyncGenerator[Any, None]:
         """The results of the group `key`, started with `start()` if no member runs it yet."""
+        group = await self._group(key, start)
+        member = _Member(self.limit)
+        group.members.add(member)
+        return self._receive(group, member)
+
+    async def attach(
+        self, key: Hashable, start: Callable[[], Awaitable[AsyncGenerator[Any, None]]], sink: Sink
+    ) -> Membership:
+        """Deliver the results of the group `key` to `sink` from now on; `detach(sink)` leaves."""
+        group = await self._group(key, start)
+        group.sinks[sink] = None
+        return group
+
+    async def _group(
+        self, key: Hashable, start: Callable[[], Awaitable[AsyncGenerator[Any, None]]]
+    ) -> _Group:
         group = self._groups.get(key)
         if group is None or group.finished:
             source = await start()
@@ -183,9 +245,7 @@ class Multiplexer:
                 self._groups[key] = group
             else:
                 await source.aclose()
-        member = _Member(self.limit)
-        group.members.add(member)
-        return self._receive(group, member)
+        return group
 
     def _forget(self, key: Hashable, group: _Group) -> None:
         if self._groups.get(key) is group:

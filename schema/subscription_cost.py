@@ -75,6 +75,26 @@ class SubscriptionCost:
         join: Callable[[], Awaitable[Results]],
     ) -> Results:
         """`join()` the group for a member that is admitted; else the member's refusal."""
+        refusal = await self.admit(key, query, variables, operation_name, context, shared)
+        if refusal is not None:
+            return _refused(refusal)
+        results = await join()
+        judged = self._judge(key, query, variables, operation_name)
+        if judged is not None and judged[0] is not None and wants_report(extensions):
+            return _first_reports(results, report(judged[0], self.max_cost))
+        return results
+
+    async def admit(
+        self,
+        key: Hashable,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        context: Any,
+        shared: Any,
+    ) -> GraphQLError | None:
+        """Charge a member about to join; its refusal (nothing charged), or None when it may join. Marks
+        the group's context `shared` so the run itself charges nobody."""
         judged = self._judge(key, query, variables, operation_name)
         if judged is not None:
             estimate, refusal = judged
@@ -84,12 +104,9 @@ class SubscriptionCost:
                 if wait is not None:
                     refusal = rate_limited(wait, estimate, self.max_cost)
             if refusal is not None:
-                return _refused(refusal)
+                return refusal
         shared.cost_charged = Charged(report=False)  # its members pay here, each one, and report on their own
-        results = await join()
-        if judged is not None and judged[0] is not None and wants_report(extensions):
-            return _first_reports(results, report(judged[0], self.max_cost))
-        return results
+        return None
 
     def _judge(
         self, key: Hashable, query: str, variables: dict[str, Any] | None, operation_name: str | None

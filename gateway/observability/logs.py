@@ -80,18 +80,22 @@ class RequestId:
             return
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
         log = RequestLog(request_id_of(given.decode("latin-1")))
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = log.request_id
-            await send(message)
-
         token = _current.set(log)
         try:
-            # A websocket has no response headers to tag; leaving its `send` alone spares every frame.
-            await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
+            # A websocket has no response headers to tag; leaving its `send` alone spares every frame,
+            # and an idle socket holds no closure for it.
+            await self.app(scope, receive, _with_id(send, log) if scope["type"] == "http" else send)
         finally:
             _current.reset(token)
+
+
+def _with_id(send: Send, log: RequestLog) -> Send:
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            MutableHeaders(scope=message)[REQUEST_ID_HEADER] = log.request_id
+        await send(message)
+
+    return send_with_id
 
 
 class _RequestContext(logging.Filter):

@@ -21,11 +21,12 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def serve(
-    app: Any, *, lifespan: Literal["auto", "on", "off"] = "on", access_log: bool = True
+    app: Any, *, lifespan: Literal["auto", "on", "off"] = "on", access_log: bool = True, ws: Any = "auto"
 ) -> AsyncIterator[str]:
-    """Yield the base URL (http://127.0.0.1:PORT) while uvicorn serves `app`; stop it on exit."""
+    """Yield the base URL (http://127.0.0.1:PORT) while uvicorn serves `app`; stop it on exit. `ws`:
+    uvicorn's websocket implementation (a name, or a protocol class such as gateway.wsprotocol's)."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan, access_log=access_log
+        app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan, access_log=access_log, ws=ws
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
