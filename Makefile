@@ -63,9 +63,12 @@ check: lint typecheck test
 schema: $(STAMP)
 	$(BIN)/opencsp-gateway schema > schema/schema.graphql
 
-bench: $(STAMP)
+bench: $(STAMP) tests/node/node_modules/.package-lock.json
 	$(BIN)/python -m benchmarks.query_list
+	$(BIN)/python -m benchmarks.query_list --database postgresql
 	$(BIN)/python -m benchmarks.documents
+	$(BIN)/python -m benchmarks.fanout
+	$(BIN)/python -m benchmarks.fanout_workers
 
 # The README's dashboard screenshots (docs/dashboard.png, docs/dashboard-phone.png), from the browser test.
 screenshots: $(STAMP) tests/node/node_modules/.package-lock.json

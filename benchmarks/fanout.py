@@ -162,15 +162,18 @@ async def measure(
     clients: int,
     changes: int,
     interval: float,
+    rss: Callable[[], int] | None = None,
 ) -> dict[str, float]:
-    """The clients' side, the same for the gateway and the baseline: subscribe, warm up, time K changes."""
+    """The clients' side, the same for the gateway and the baseline: subscribe, warm up, time K changes.
+    `rss`: the server's resident KiB (default: the server process's own)."""
+    resident = rss or (lambda: support.rss_kib(server.pid))
     node = shutil.which("node")
     assert node is not None  # checked by run()
     instances = -(-changes // CHANGES_PER_INSTANCE)
     measured = instances * CHANGES_PER_INSTANCE
     await publish("warm-up-probe-0")  # first requests load what is loaded lazily
     await asyncio.sleep(1)
-    idle_before = support.rss_kib(server.pid)
+    idle_before = resident()
     shares = [subscribers // clients + (n < subscribers % clients) for n in range(clients)]
     async with contextlib.AsyncExitStack() as clients_running:
         processes = [
@@ -197,7 +200,7 @@ async def measure(
         for process in processes:
             await read_line(process, "warm", seconds=60)
         await asyncio.sleep(1)
-        idle_after = support.rss_kib(server.pid)
+        idle_after = resident()
 
         for n in range(instances):
             await publish(f"bench-{n}")
