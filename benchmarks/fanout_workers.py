@@ -183,7 +183,9 @@ async def run(
 ) -> dict[str, float]:
     """One `serve --workers N` run on its own fresh database."""
     fanout.check_node()
-    fanout.raise_fd_limit(subscribers + 1024)
+    # One descriptor per socket in the worker that holds it (the kernel spreads them about evenly; this
+    # process and each Node client hold far fewer): children inherit the limit.
+    fanout.raise_fd_limit(min(subscribers, subscribers * 5 // (4 * workers)) + 1024)
     instances = -(-changes // fanout.CHANGES_PER_INSTANCE) + 2  # and the two warm-up instances
     with tempfile.TemporaryDirectory(prefix="fanout-workers-") as tmp:
         directory = Path(tmp)
