@@ -7,7 +7,8 @@ subscribers, then N workers with N x S, the same Node clients (tests/node/fanout
 changes: instances ordered over HTTP on the shared port (whichever worker accepts the order commits its
 changes; every worker LISTENs and fans each change out to its own sockets). Prints each run's summary as
 benchmarks.fanout does (memory is the whole process tree's RSS growth per idle subscriber) and `ratio ...`
-lines: N workers / one worker, lower is better; "the same latency" is a ratio near 1.
+lines: N workers / one worker, lower is better; "the same latency" is a ratio near 1. A third run gives
+one worker all N x S subscribers, to tell what the workers buy at that load on this machine.
 
     .venv/bin/python -m benchmarks.fanout_workers --subscribers 10000 --workers 2   # 1 x 10k, then 2 x 10k
     .venv/bin/python -m benchmarks.fanout_workers --smoke
@@ -228,29 +229,30 @@ def summary(result: dict[str, float]) -> str:
 
 
 async def bench(args: argparse.Namespace) -> None:
-    per_client = 2500
-    one = await run(
-        1, args.subscribers, max(1, -(-args.subscribers // per_client)), args.changes, args.interval
-    )
-    print(summary(one), flush=True)
-    many_subscribers = args.subscribers * args.workers
-    many = await run(
-        args.workers,
-        many_subscribers,
-        max(1, -(-many_subscribers // per_client)),
-        args.changes,
-        args.interval,
-    )
-    print(summary(many), flush=True)
-    note = f"{args.workers} workers x {many_subscribers:,} / 1 worker x {args.subscribers:,}, lower is better"
-    for key, name in (
-        ("p50_ms", "p50"),
-        ("p99_ms", "p99"),
-        ("max_ms", "max"),
-        ("kib_per_idle_subscriber", "memory per idle subscriber"),
-        ("fan_out_ms", "fan-out time"),
-    ):
-        print(support.ratio_line(name, many[key] / max(one[key], 1e-9), note))
+    """One worker with S, N workers with N x S (the issue's question: the same latency?), then one worker
+    with N x S too (is N workers better than one at that load?), unless --no-one-worker-at-total."""
+    total = args.subscribers * args.workers
+
+    async def measured(workers: int, subscribers: int) -> dict[str, float]:
+        clients = max(1, -(-subscribers // 2500))
+        result = await run(workers, subscribers, clients, args.changes, args.interval)
+        print(summary(result), flush=True)
+        return result
+
+    one = await measured(1, args.subscribers)
+    many = await measured(args.workers, total)
+    comparisons = [(one, f"{args.workers} workers x {total:,} / 1 worker x {args.subscribers:,}")]
+    if not args.no_one_worker_at_total:
+        comparisons.append((await measured(1, total), f"{args.workers} workers / 1 worker, both {total:,}"))
+    for base, note in comparisons:
+        for key, name in (
+            ("p50_ms", "p50"),
+            ("p99_ms", "p99"),
+            ("max_ms", "max"),
+            ("kib_per_idle_subscriber", "memory per idle subscriber"),
+            ("fan_out_ms", "fan-out time"),
+        ):
+            print(support.ratio_line(name, many[key] / max(base[key], 1e-9), f"{note}, lower is better"))
 
 
 def main() -> int:
@@ -262,6 +264,9 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=20, help="status changes to measure (4 per instance)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between orders")
     parser.add_argument("--smoke", action="store_true", help="20 subscribers per worker, 4 changes")
+    parser.add_argument(
+        "--no-one-worker-at-total", action="store_true", help="skip one worker holding all N x S subscribers"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.subscribers, args.changes, args.interval = 20, 4, 0.1
