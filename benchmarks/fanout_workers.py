@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import socket
 import sys
@@ -170,6 +171,19 @@ async def serve(
         yield process, port
 
 
+def _capped(needed: int) -> bool:
+    """Whether the hard descriptor limit is below `needed` and cannot be raised (even as root, a
+    container may forbid it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= needed:
+        return False
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, needed))
+    except (ValueError, OSError):
+        return True
+    return False
+
+
 def _free(port: int) -> bool:
     with socket.socket() as probe:
         try:
@@ -242,7 +256,12 @@ async def bench(args: argparse.Namespace) -> None:
     one = await measured(1, args.subscribers)
     many = await measured(args.workers, total)
     comparisons = [(one, f"{args.workers} workers x {total:,} / 1 worker x {args.subscribers:,}")]
-    if not args.no_one_worker_at_total:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if args.no_one_worker_at_total:
+        pass
+    elif _capped(total + 1024):
+        print(f"1 worker x {total:,}: not run: one process may hold {hard:,} descriptors here", flush=True)
+    else:
         comparisons.append((await measured(1, total), f"{args.workers} workers / 1 worker, both {total:,}"))
     for base, note in comparisons:
         for key, name in (
