@@ -104,10 +104,9 @@ class Outbox:
         self._socket = websocket
         self._pending: deque[str | tuple[int, str]] | None = None  # behind a send that had to wait
         self._drainer: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
-        self._holding: dict[SharedMember, None] = {}  # members holding frames until the socket drains
+        # Members holding frames until the socket drains; made when one does (most connections never).
+        self._holding: dict[SharedMember, None] | None = None
         self.closed = False
-        if self._direct is not None:
-            self._direct.drained = self._drained
 
     @property
     def direct(self) -> bool:
@@ -131,20 +130,29 @@ class Outbox:
 
     def hold(self, member: SharedMember) -> None:
         """Call `member.flush()` once the connection drains (until `release`)."""
+        if self._holding is None:
+            self._holding = {}
+            if self._direct is not None:
+                self._direct.drained = self._drained
         self._holding[member] = None
 
     def release(self, member: SharedMember) -> None:
-        self._holding.pop(member, None)
+        if self._holding is not None:
+            self._holding.pop(member, None)
+            if not self._holding:
+                self._holding = None
+                if self._direct is not None:
+                    self._direct.drained = None
 
     def _drained(self) -> None:
         """The socket took what was waiting: the members holding frames write them, in the order they began
         to hold (each member's own frames in order)."""
-        for member in list(self._holding):
+        for member in list(self._holding or ()):
             try:
                 member.flush()
             except Exception:  # one member must never stop the others' frames
                 logger.exception("writing a shared subscription's held frames failed")
-                self._holding.pop(member, None)
+                self.release(member)
 
     def write(self, text: str, frame: bytes | None = None) -> None:
         """Send `text` (as `frame`, its websocket frame, on the pre-framed path) after what came before."""
