@@ -272,16 +272,16 @@ class SharedMember:
             self._stop(self._error([error]))
             return
         self.started = True
-        made = self._frame(result)
+        text, frame = self._frame(result)
         held = self._held
         if held is None:
-            if not self.outbox.full(len(made[0]), self.limit):
-                self.outbox.write(*made)
+            if not self.outbox.full(len(text), self.limit):
+                self.outbox.write(text, frame)
                 return
             held = self._held = Held()
             self.outbox.hold(self)
         data = result.data
-        held.put(data.instance if isinstance(data, SharedData) else None, made)
+        held.put(data.instance if isinstance(data, SharedData) else None, (text, frame))
         if len(held) > self.limit:
             self._stop(self._message(closed_result(fell_behind(self.limit))), complete=True)
             return
