@@ -9,9 +9,15 @@ only a send that must wait is finished by a task, with the frames after it queue
 A `SharedMember` is one subscription of one connection in a shared group (`schema.multiplex.Sink`): it
 turns each result into its protocol's frame (made once per message type and id for the whole group, so
 ten thousand members with the same id share one frame), and measures its connection's backlog before
-writing. A member whose connection holds `limit` or more unsent frames gets the SUBSCRIPTION_CLOSED error
-("fell behind", as the hub and the queue-based members give it) and `complete`, and leaves the group;
-the others never wait for it.
+writing. The semantics are the hub's mailboxes' (`services.events.hub.Mailbox`), with the connection's
+unsent output in the place of the mailbox: while a member keeps up it gets every change; once its
+connection is full (`Outbox.full`: `limit` or more unsent frames, behind a transport that has paused
+writing) it stops writing and holds its frames (`Held`), where a newer change of an instance replaces the
+older one; a member holding more than `limit` frames (distinct instances, plus results of no instance,
+which are never dropped) gets the SUBSCRIPTION_CLOSED error ("fell behind", as the hub and the
+queue-based members give it) and `complete`, and leaves the group. Held frames are written, oldest first,
+as soon as the connection drains (`Outbox.hold`: the transport's `resume_writing`, or the end of a send
+that had to wait), and before the `complete` of a run that ends. The others never wait for any of it.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections import deque
-from collections.abc import Coroutine, Generator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Coroutine, Generator, Hashable
 from typing import Any, Protocol
 
 from graphql import GraphQLError
@@ -44,6 +50,11 @@ class FramedWriter(Protocol):
 
     def buffered(self) -> int:
         """Bytes written but not yet taken by the socket."""
+
+    def paused(self) -> bool:
+        """The transport is over its high-water mark; `drained` is called once it is under its low one."""
+
+    drained: Callable[[], None] | None
 
 
 def text_frame(text: bytes) -> bytes:
@@ -85,7 +96,7 @@ class _Resumed:
 class Outbox:
     """One connection's frames written from outside its own task (shared groups, its timer), in order."""
 
-    __slots__ = ("_direct", "_drainer", "_pending", "_socket", "closed")
+    __slots__ = ("_direct", "_drainer", "_holding", "_pending", "_socket", "closed")
 
     def __init__(self, websocket: WebSocket) -> None:
         extensions = websocket.scope.get("extensions") or {}
@@ -93,6 +104,8 @@ class Outbox:
         self._socket = websocket
         self._pending: deque[str | tuple[int, str]] | None = None  # behind a send that had to wait
         self._drainer: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
+        # Members holding frames until the socket drains; made when one does (most connections never).
+        self._holding: dict[SharedMember, None] | None = None
         self.closed = False
 
     @property
@@ -104,6 +117,42 @@ class Outbox:
         if self._direct is not None:
             return self._direct.buffered() // max(frame_bytes, 1)
         return 0 if self._pending is None else len(self._pending) + 1
+
+    def full(self, frame_bytes: int, limit: int) -> bool:
+        """Whether a frame of this size should wait: `limit` or more frames are unsent, and the connection
+        will say when that changes (`hold`). On the pre-framed path that is while the transport has paused
+        writing (its buffer went over the high-water mark, 64 KiB) and holds `limit` such frames; on the
+        ASGI path while a send waits with `limit` frames queued (a send only waits while uvicorn is
+        paused)."""
+        if self._direct is not None:
+            return self._direct.paused() and self._direct.buffered() // max(frame_bytes, 1) >= limit
+        return self._pending is not None and len(self._pending) + 1 >= limit
+
+    def hold(self, member: SharedMember) -> None:
+        """Call `member.flush()` once the connection drains (until `release`)."""
+        if self._holding is None:
+            self._holding = {}
+            if self._direct is not None:
+                self._direct.drained = self._drained
+        self._holding[member] = None
+
+    def release(self, member: SharedMember) -> None:
+        if self._holding is not None:
+            self._holding.pop(member, None)
+            if not self._holding:
+                self._holding = None
+                if self._direct is not None:
+                    self._direct.drained = None
+
+    def _drained(self) -> None:
+        """The socket took what was waiting: the members holding frames write them, in the order they began
+        to hold (each member's own frames in order)."""
+        for member in list(self._holding or ()):
+            try:
+                member.flush()
+            except Exception:  # one member must never stop the others' frames
+                logger.exception("writing a shared subscription's held frames failed")
+                self.release(member)
 
     def write(self, text: str, frame: bytes | None = None) -> None:
         """Send `text` (as `frame`, its websocket frame, on the pre-framed path) after what came before."""
@@ -153,6 +202,8 @@ class Outbox:
             self.closed = True
         finally:
             self._pending = self._drainer = None
+        if not self.closed and self._holding:
+            self._drained()
 
 
 class Owner(Protocol):
@@ -162,10 +213,40 @@ class Owner(Protocol):
         """The member ended on its own (its run ended, it fell behind, an error): forget the id."""
 
 
+Frame = tuple[str, bytes | None]  # a message's text, and its websocket frame on the pre-framed path
+
+
+class Held:
+    """A member's frames waiting for its connection to drain, in order. A change of an instance already
+    held replaces the older one, which moves to the newer's place (as the hub's mailbox removes the old and
+    appends the new); a frame of no instance (an error, a result not of one change) is never replaced."""
+
+    __slots__ = ("_frames",)
+
+    def __init__(self) -> None:
+        self._frames: OrderedDict[Hashable, Frame] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def put(self, instance: Hashable | None, frame: Frame) -> None:
+        if instance is None:
+            self._frames[object()] = frame  # a key nothing else has: never replaced
+            return
+        self._frames.pop(instance, None)
+        self._frames[instance] = frame
+
+    def first(self) -> Frame:
+        return next(iter(self._frames.values()))
+
+    def pop(self) -> Frame:
+        return self._frames.popitem(last=False)[1]
+
+
 class SharedMember:
     """One subscription of one connection in a shared group; see the module's docstring."""
 
-    __slots__ = ("_kind", "_legacy", "_owner", "done", "group", "id", "limit", "outbox", "started")
+    __slots__ = ("_held", "_kind", "_legacy", "_owner", "done", "group", "id", "limit", "outbox", "started")
     task = None  # in Strawberry's table of operations, where an Operation's task would be
 
     def __init__(self, outbox: Outbox, operation_id: str, *, legacy: bool, limit: int, owner: Owner) -> None:
@@ -178,6 +259,7 @@ class SharedMember:
         self.group: Membership | None = None  # set once attached
         self.started = False
         self.done = False
+        self._held: Held | None = None  # while its connection is full
 
     def deliver(self, result: Any) -> None:
         if self.done:
@@ -191,15 +273,41 @@ class SharedMember:
             return
         self.started = True
         text, frame = self._frame(result)
-        if self.outbox.backlog(len(text)) >= self.limit:
+        held = self._held
+        if held is None:
+            if not self.outbox.full(len(text), self.limit):
+                self.outbox.write(text, frame)
+                return
+            held = self._held = Held()
+            self.outbox.hold(self)
+        data = result.data
+        held.put(data.instance if isinstance(data, SharedData) else None, (text, frame))
+        if len(held) > self.limit:
             self._stop(self._message(closed_result(fell_behind(self.limit))), complete=True)
             return
-        self.outbox.write(text, frame)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the held frames, oldest first, while the connection takes them; all written: stop holding."""
+        held = self._held
+        if held is None:
+            return
+        while held:
+            text, frame = held.first()
+            if self.outbox.full(len(text), self.limit):
+                return
+            held.pop()
+            self.outbox.write(text, frame)
+        self._drop_held()
 
     def finish(self) -> None:
-        """The group's run ended: `complete`, as Strawberry sends when a stream ends."""
+        """The group's run ended: what it holds, then `complete`, as Strawberry sends when a stream ends."""
         if not self.done:
             self.done = True
+            held = self._held
+            while held:
+                self.outbox.write(*held.pop())
+            self._drop_held()
             self.outbox.write(encode_message({"id": self.id, "type": "complete"}))
             self._owner.shared_ended(self.id)
 
@@ -208,13 +316,21 @@ class SharedMember:
         if self.done:
             return
         self.done = True
+        self._drop_held()
         if self.group is not None:
             self.group.detach(self)
         if complete:
             self.outbox.write(encode_message({"type": "complete", "id": self.id}))
 
+    def _drop_held(self) -> None:
+        if self._held is not None:
+            self._held = None
+            self.outbox.release(self)
+
     def _stop(self, last: str, *, complete: bool = False) -> None:
+        """End it with `last` (what it held is dropped, as the hub's mailbox drops its pending updates)."""
         self.done = True
+        self._drop_held()
         if self.group is not None:
             self.group.detach(self)
         self.outbox.write(last)
@@ -222,13 +338,13 @@ class SharedMember:
             self.outbox.write(encode_message({"id": self.id, "type": "complete"}))
         self._owner.shared_ended(self.id)
 
-    def _frame(self, result: ExecutionResult) -> tuple[str, bytes | None]:
+    def _frame(self, result: ExecutionResult) -> Frame:
         data = result.data
         if not isinstance(data, SharedData):
             return self._message(result), None
         direct = self.outbox.direct
         key = (self._kind, self.id, direct)
-        made: tuple[str, bytes | None] | None = data.frames.get(key)
+        made: Frame | None = data.frames.get(key)
         if made is None:
             text = self._message(result)
             made = data.frames[key] = (text, text_frame(text.encode()) if direct else None)

@@ -19,6 +19,8 @@ def _event(context: Context, update: StatusUpdate) -> InstanceStatusEvent:
     # The loaders live as long as the subscription: forget what they read for this instance, or
     # nested fields (its events) would answer every change from the first one's read.
     context.loaders.forget(update.instance.id)
+    # Which instance this change is of, for a shared group's writer (it coalesces a slow member per instance).
+    context.instance = update.instance.id
     return InstanceStatusEvent(
         instance=Instance.from_record(update.instance),
         from_status=update.event.from_status,

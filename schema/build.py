@@ -203,7 +203,9 @@ class GatewaySchema(strawberry.Schema):
             context_value.services, context_value.principal, schema_public=context_value.schema_public
         )
         assert self.multiplexer is not None  # a share key is only made when there is one
-        join = functools.partial(self.multiplexer.join, key, lambda: run(context_value=shared))
+        join = functools.partial(
+            self.multiplexer.join, key, lambda: run(context_value=shared), shared.take_instance
+        )
         if self.subscription_cost is None or query is None:
             return await join()
         return await self.subscription_cost.join(
@@ -240,7 +242,7 @@ class GatewaySchema(strawberry.Schema):
         start = functools.partial(
             super().stream, query, variable_values, context_value=shared, operation_name=operation_name
         )
-        return await self.multiplexer.attach(key, start, sink)
+        return await self.multiplexer.attach(key, start, sink, shared.take_instance)
 
     def _share_key(
         self, query: str | None, variables: dict[str, Any] | None, context: Any, operation_name: str | None

@@ -86,6 +86,9 @@ class Context:
     # The budget was already charged for the next execution (`schema.cost.Charged`): demand control must
     # not charge it again (the compiled path before a fallback, a shared subscription's own run).
     cost_charged: Any = field(default=None)
+    # The instance of the status change a subscription resolver yielded last: a shared group takes it with
+    # each result (`take_instance`), so its writer can coalesce a slow member per instance (gateway.fanout).
+    instance: uuid.UUID | None = field(default=None)
 
     @classmethod
     def create(
@@ -94,6 +97,11 @@ class Context:
         """No principal (public introspection) sees no rows at all."""
         visibility = visibility_of(principal) if principal is not None else Visibility()
         return cls(services=services, principal=principal, visibility=visibility, schema_public=schema_public)
+
+    def take_instance(self) -> uuid.UUID | None:
+        """The instance of the result just produced, once: a result made without one (an error) has none."""
+        instance, self.instance = self.instance, None
+        return instance
 
     @property
     def loaders(self) -> Loaders:

@@ -8,7 +8,10 @@ with the same SUBSCRIPTION_CLOSED error the hub gives; the others never wait for
 
 A transport that can write without waiting (gateway.fanout) attaches a `Sink` instead of a queue: the
 group's one task hands each result to every sink in turn, and the sink writes its frame at once, so a
-delivery wakes no task per member. A sink bounds its own backlog (its connection's unsent output).
+delivery wakes no task per member. A sink bounds its own backlog (its connection's unsent output). So it
+can coalesce a slow member per instance, as the hub's mailboxes do, each result carries the instance of the
+change it reports (`SharedData.instance`), which the group takes from its run right after the result
+(`tag`: the run's context, where the subscription resolver names it).
 """
 
 from __future__ import annotations
@@ -35,10 +38,14 @@ logger = logging.getLogger(__name__)
 class SharedData(dict[str, Any]):
     """A result's `data` whose payload (data, errors, extensions) is serialized once for all members."""
 
-    __slots__ = ("frames", "payload_json")
+    __slots__ = ("frames", "instance", "payload_json")
 
-    def __init__(self, data: dict[str, Any] | None, result: ExecutionResult) -> None:
+    def __init__(
+        self, data: dict[str, Any] | None, result: ExecutionResult, instance: Hashable | None = None
+    ) -> None:
         super().__init__(data or {})
+        # The instance whose change this is (None: unknown, never coalesced away).
+        self.instance = instance
         # Whole frames made from it, by the transport's own key (message type and id): members whose
         # frames are identical (the same id, as most clients use) share one.
         self.frames: dict[Hashable, Any] = {}
@@ -50,12 +57,20 @@ class SharedData(dict[str, Any]):
         self.payload_json = orjson.dumps(payload).decode()
 
 
-def shared(result: ExecutionResult) -> ExecutionResult:
+def shared(result: ExecutionResult, instance: Hashable | None = None) -> ExecutionResult:
     if result.data is None:
         return result
     return ExecutionResult(
-        data=SharedData(result.data, result), errors=result.errors, extensions=result.extensions
+        data=SharedData(result.data, result, instance), errors=result.errors, extensions=result.extensions
     )
+
+
+# Called right after the run produced a result: the instance that result is of (None: none, or unknown).
+Tag = Callable[[], Hashable | None]
+
+
+def _untagged() -> None:
+    return None
 
 
 def _operation_types(query: str, max_tokens: int) -> tuple[tuple[str | None, OperationType], ...]:
@@ -144,9 +159,14 @@ class _Member:
 
 class _Group:
     def __init__(
-        self, key: Hashable, source: AsyncGenerator[Any, None], on_empty: Callable[[Hashable, _Group], None]
+        self,
+        key: Hashable,
+        source: AsyncGenerator[Any, None],
+        on_empty: Callable[[Hashable, _Group], None],
+        tag: Tag = _untagged,
     ):
         self.key = key
+        self._tag = tag
         self.members: set[_Member] = set()
         self.sinks: dict[Sink, None] = {}  # in order of joining
         self._source = source
@@ -161,7 +181,7 @@ class _Group:
     async def _pump(self) -> None:
         try:
             async for result in self._source:
-                self.publish(result)
+                self.publish(result, self._tag())  # one generator in this one task: the tag is this result's
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -177,9 +197,10 @@ class _Group:
                     sink.finish()
             self.sinks.clear()
 
-    def publish(self, result: Any) -> None:
-        """One result of the run to every member, in the order they joined; no member can make it wait."""
-        result = shared(result) if isinstance(result, ExecutionResult) else result
+    def publish(self, result: Any, instance: Hashable | None = None) -> None:
+        """One result of the run (of `instance`'s change, when known) to every member, in the order they
+        joined; no member can make it wait."""
+        result = shared(result, instance) if isinstance(result, ExecutionResult) else result
         for member in list(self.members):
             member.put(result)
         for sink in list(self.sinks):
@@ -217,31 +238,36 @@ class Multiplexer:
         return len(self._groups)
 
     async def join(
-        self, key: Hashable, start: Callable[[], Awaitable[AsyncGenerator[Any, None]]]
+        self, key: Hashable, start: Callable[[], Awaitable[AsyncGenerator[Any, None]]], tag: Tag = _untagged
     ) -> AsyncGenerator[Any, None]:
-        """The results of the group `key`, started with `start()` if no member runs it yet."""
-        group = await self._group(key, start)
+        """The results of the group `key`, started with `start()` if no member runs it yet (`tag`: the
+        instance of each result that run produces)."""
+        group = await self._group(key, start, tag)
         member = _Member(self.limit)
         group.members.add(member)
         return self._receive(group, member)
 
     async def attach(
-        self, key: Hashable, start: Callable[[], Awaitable[AsyncGenerator[Any, None]]], sink: Sink
+        self,
+        key: Hashable,
+        start: Callable[[], Awaitable[AsyncGenerator[Any, None]]],
+        sink: Sink,
+        tag: Tag = _untagged,
     ) -> Membership:
         """Deliver the results of the group `key` to `sink` from now on; `detach(sink)` leaves."""
-        group = await self._group(key, start)
+        group = await self._group(key, start, tag)
         group.sinks[sink] = None
         return group
 
     async def _group(
-        self, key: Hashable, start: Callable[[], Awaitable[AsyncGenerator[Any, None]]]
+        self, key: Hashable, start: Callable[[], Awaitable[AsyncGenerator[Any, None]]], tag: Tag
     ) -> _Group:
         group = self._groups.get(key)
         if group is None or group.finished:
             source = await start()
             group = self._groups.get(key)  # another member may have started one meanwhile
             if group is None or group.finished:
-                group = _Group(key, source, self._forget)
+                group = _Group(key, source, self._forget, tag)
                 self._groups[key] = group
             else:
                 await source.aclose()

@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import struct
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import websockets
@@ -20,11 +20,11 @@ from starlette.applications import Starlette
 from starlette.websockets import WebSocket, WebSocketState
 from strawberry.types import ExecutionResult
 
-from gateway.fanout import Outbox
+from gateway.fanout import Held, Outbox, SharedMember
 from gateway.serving import websocket_protocol
 from gateway.settings import Settings
 from gateway.wsprotocol import PreFramedWebSocketProtocol
-from schema.multiplex import _Group
+from schema.multiplex import _Group, shared
 from tests.conftest import AppFactory, Issuer
 from tests.support.servers import serve
 
@@ -177,28 +177,36 @@ class RawClient:
                 return message
 
 
+async def open_slow(base: str, issuer: Issuer, protocol: str, operation_id: str) -> RawClient:
+    """A client that stops reading, with a small receive buffer: the server's output to it piles up."""
+    slow = await RawClient.open(base, protocol)
+    await slow.send(
+        {"type": "connection_init", "payload": {"authorization": f"Bearer {issuer.token('viewer')}"}}
+    )
+    assert await slow.receive() == {"type": "connection_ack"}
+    await slow.subscribe(operation_id)
+    return slow
+
+
 @pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
+@pytest.mark.parametrize("instances", ["untagged", "distinct"])
 async def test_a_reader_that_stops_is_closed_and_the_others_get_everything(
-    make_app: AppFactory, issuer: Issuer, path: Any, protocol: str
+    make_app: AppFactory, issuer: Issuer, path: Any, protocol: str, instances: str
 ) -> None:
+    """Changes of more instances than the limit (or of none: never coalesced) cannot be coalesced within
+    it: the slow reader is closed with the reason after a prefix in order."""
     limit = 8
     app = await make_app(subscription_backlog_limit=limit)
     async with serve(app, ws=path) as base:
         fast = await open_socket(base, issuer.token("viewer"), TRANSPORT)
         await subscribe(fast, TRANSPORT, "fast")
-        # A client that stops reading, with a small receive buffer: the server's output to it piles up.
-        slow = await RawClient.open(base, protocol)
-        await slow.send(
-            {"type": "connection_init", "payload": {"authorization": f"Bearer {issuer.token('viewer')}"}}
-        )
-        assert await slow.receive() == {"type": "connection_ack"}
-        await slow.subscribe("slow")
+        slow = await open_slow(base, issuer, protocol, "slow")
         group = await the_group(app, members=2)
         count, pad = 300, 32_000
 
         async def burst() -> None:
             for n in range(count):
-                group.publish(change(n, pad))
+                group.publish(change(n, pad), None if instances == "untagged" else f"instance-{n}")
                 await asyncio.sleep(0.002)
 
         _, got = await asyncio.gather(burst(), read_numbers(fast, "fast", count))
@@ -234,6 +242,62 @@ async def test_a_reader_that_stops_is_closed_and_the_others_get_everything(
         assert again["payload"]["data"]["instanceStatusChanges"]["to"] == str(count)
         await fast.close()
         slow.writer.close()
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
+async def test_a_reader_that_stops_on_few_instances_is_coalesced_not_closed(
+    make_app: AppFactory, issuer: Issuer, path: Any, protocol: str
+) -> None:
+    """Changes of fewer instances than the limit: the slow reader's frames are held, a newer change of an
+    instance replacing the older one, and written once it reads again: per instance its changes in order,
+    ending with the newest, some in between skipped. A fast member of the group gets every frame."""
+    limit, kinds = 8, 3
+    app = await make_app(subscription_backlog_limit=limit)
+    async with serve(app, ws=path) as base:
+        fast = await open_socket(base, issuer.token("viewer"), TRANSPORT)
+        await subscribe(fast, TRANSPORT, "fast")
+        slow = await open_slow(base, issuer, protocol, "slow")
+        group = await the_group(app, members=2)
+        count, pad = 300, 32_000
+
+        async def burst() -> None:
+            for n in range(count):
+                group.publish(change(n, pad), f"instance-{n % kinds}")
+                await asyncio.sleep(0.002)
+
+        _, got = await asyncio.gather(burst(), read_numbers(fast, "fast", count))
+        assert got == list(range(count))
+        assert len(group.sinks) == 2  # the slow one is still a member
+        member = next(sink for sink in group.sinks if getattr(sink, "id", None) == "slow")
+        assert isinstance(member, SharedMember)
+        assert member._held is not None
+        assert 0 < len(member._held) <= kinds
+
+        newest = set(range(count - kinds, count))
+        seen: list[int] = []
+        while not newest <= set(seen):
+            message = await slow.receive()
+            assert (message["id"], message["type"]) == ("slow", protocol_next(protocol)), message
+            assert not message["payload"].get("errors"), message
+            seen.append(int(message["payload"]["data"]["instanceStatusChanges"]["to"]))
+        # In order overall (a replaced change moves to its newest's place), so in order per instance,
+        # each instance ending with its newest change; changes in between were coalesced away.
+        assert seen == sorted(set(seen))
+        assert seen[-kinds:] == sorted(newest)
+        assert len(seen) < count
+        assert seen[0] == 0  # what went before the connection was full was written as it came
+        # Drained: it holds nothing, and the next change is written at once.
+        assert member._held is None
+        assert not member.done
+        group.publish(change(count), "instance-0")
+        assert (await slow.receive())["payload"]["data"]["instanceStatusChanges"]["to"] == str(count)
+        assert await read_numbers(fast, "fast", 1) == [count]
+        await fast.close()
+        slow.writer.close()
+
+
+def protocol_next(protocol: str) -> str:
+    return "next" if protocol == TRANSPORT else "data"
 
 
 _CONNECTION_CODE = ("uvicorn/", "strawberry/", "starlette/", "gateway/", "schema/multiplex")
@@ -317,11 +381,25 @@ async def test_an_outbox_keeps_order_behind_a_send_that_must_wait() -> None:
     outbox.close(4401, "token expired")
     assert sent == ["a"]
     assert outbox.backlog(1) == 3  # b (waiting), then c and the close
+    assert outbox.full(1, limit=3)
+    assert not outbox.full(1, limit=4)
+
+    class Holding:
+        flushed = 0
+
+        def flush(self) -> None:
+            self.flushed += 1
+
+    holding = Holding()
+    outbox.hold(cast(Any, holding))  # told when the waiting sends are done
     writable.set()
     for _ in range(20):
         await asyncio.sleep(0)
     assert sent == ["a", "b", "c", 4401]
     assert outbox.backlog(1) == 0
+    assert not outbox.full(1, limit=1)
+    assert holding.flushed == 1
+    outbox.release(cast(Any, holding))
     outbox.write("d")  # after a close: Starlette refuses, and the outbox is closed
     assert outbox.closed
     assert sent == ["a", "b", "c", 4401]
@@ -355,3 +433,129 @@ async def test_a_shared_subscription_the_schema_refuses_is_answered_with_its_err
         group.publish(change(7))
         assert await read_numbers(ws, "1", 1) == [7]
         await ws.close()
+
+
+def test_held_frames_keep_the_newest_of_each_instance_in_the_place_of_its_newest() -> None:
+    held = Held()
+    for instance, text in [("a", "a1"), ("b", "b1"), (None, "e1"), ("a", "a2"), ("c", "c1"), ("b", "b2")]:
+        held.put(instance, (text, None))
+    held.put(None, ("e2", None))
+    assert len(held) == 5  # a, b and c once each; both untagged results
+    assert held.first() == ("e1", None)
+    assert [held.pop()[0] for _ in range(len(held))] == ["e1", "a2", "c1", "b2", "e2"]
+    assert not held
+
+
+def test_untagged_frames_are_never_dropped() -> None:
+    held = Held()
+    for n in range(5):
+        held.put(None, (f"{n}", None))
+        held.put("a", (f"a{n}", None))
+    assert [held.pop()[0] for _ in range(len(held))] == ["0", "1", "2", "3", "4", "a4"]
+
+
+class FakeOutbox:
+    """An outbox whose fullness the test decides; `drain` is the connection's drain notification."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+        self.is_full = False
+        self.holding: dict[Any, None] = {}
+        self.direct = False
+
+    def full(self, frame_bytes: int, limit: int) -> bool:
+        return self.is_full
+
+    def write(self, text: str, frame: bytes | None = None) -> None:
+        self.written.append(text)
+
+    def hold(self, member: Any) -> None:
+        self.holding[member] = None
+
+    def release(self, member: Any) -> None:
+        self.holding.pop(member, None)
+
+    def drain(self) -> None:
+        self.is_full = False
+        for member in list(self.holding):
+            member.flush()
+
+
+class FakeOwner:
+    def __init__(self) -> None:
+        self.ended: list[str] = []
+
+    def shared_ended(self, operation_id: str) -> None:
+        self.ended.append(operation_id)
+
+
+def member_of(outbox: FakeOutbox, owner: FakeOwner, limit: int) -> SharedMember:
+    fake: Any = outbox
+    return SharedMember(fake, "1", legacy=False, limit=limit, owner=owner)
+
+
+def tagged(n: int, instance: str | None) -> ExecutionResult:
+    return shared(ExecutionResult(data={"n": n}, errors=None), instance)
+
+
+def numbers(written: list[str]) -> list[Any]:
+    out: list[Any] = []
+    for text in written:
+        message = json.loads(text)
+        payload = message.get("payload") or {}
+        if payload.get("errors"):
+            out.append(payload["errors"][0]["extensions"]["code"])
+        else:
+            out.append(payload["data"]["n"] if "payload" in message else message["type"])
+    return out
+
+
+def test_a_member_holds_while_its_connection_is_full_and_writes_in_order_when_it_drains() -> None:
+    outbox, owner = FakeOutbox(), FakeOwner()
+    member = member_of(outbox, owner, limit=3)
+    member.deliver(tagged(0, "a"))
+    outbox.is_full = True
+    for n, instance in enumerate(["a", "b", "a", None, "b", "a"], start=1):
+        member.deliver(tagged(n, instance))
+    assert numbers(outbox.written) == [0]
+    assert member in outbox.holding
+    outbox.drain()
+    assert numbers(outbox.written) == [0, 4, 5, 6]  # 1, 2 and 3 replaced by their instance's newer change
+    assert member not in outbox.holding
+    member.deliver(tagged(7, "a"))  # not full: written at once
+    assert numbers(outbox.written) == [0, 4, 5, 6, 7]
+    assert not member.done
+    assert owner.ended == []
+
+
+def test_a_member_holding_more_than_its_limit_is_closed_and_others_on_the_socket_go_on() -> None:
+    outbox, owner = FakeOutbox(), FakeOwner()
+    member = member_of(outbox, owner, limit=3)
+    other = SharedMember(cast(Any, outbox), "2", legacy=True, limit=3, owner=owner)
+    outbox.is_full = True
+    for n, instance in enumerate(["a", "b", None, "a", "b"]):
+        member.deliver(tagged(n, instance))
+        if n < 3:
+            other.deliver(tagged(n, "x"))
+    assert not member.done  # a, b, the untagged one; then a and b again replace theirs
+    member.deliver(tagged(5, "d"))  # a fourth distinct entry: over the limit
+    assert member.done
+    assert owner.ended == ["1"]
+    assert numbers(outbox.written) == ["SUBSCRIPTION_CLOSED", "complete"]
+    assert "fell more than 3 changes behind" in outbox.written[0]
+    assert member not in outbox.holding
+    outbox.drain()
+    assert numbers(outbox.written)[2:] == [2]  # the other member's newest, its only instance's
+
+
+def test_a_run_that_ends_writes_what_is_held_before_complete() -> None:
+    outbox, owner = FakeOutbox(), FakeOwner()
+    member = member_of(outbox, owner, limit=3)
+    outbox.is_full = True
+    member.deliver(tagged(0, "a"))
+    member.deliver(tagged(1, "a"))
+    member.deliver(tagged(2, None))
+    member.finish()
+    assert numbers(outbox.written) == [1, 2, "complete"]
+    assert member not in outbox.holding
+    assert owner.ended == ["1"]

@@ -108,3 +108,40 @@ async def test_a_group_whose_run_ended_is_not_joined_again() -> None:
     assert (await anext(again)).data == {"n": 2}
     await again.aclose()
     assert source.starts == 2
+
+
+async def test_each_result_carries_the_instance_its_run_named_for_it() -> None:
+    """The group takes the tag right after each result (the run's context, where the subscription
+    resolver names the instance of the change): a result produced without one is untagged."""
+    named: list[str | None] = []
+
+    async def start() -> AsyncGenerator[ExecutionResult, None]:
+        async def run() -> AsyncGenerator[ExecutionResult, None]:
+            for n, instance in enumerate(["a", "b", None, "a"]):
+                named.append(instance)
+                yield ExecutionResult(data={"n": n}, errors=None)
+
+        return run()
+
+    def take() -> str | None:
+        instance = named.pop() if named else None
+        named.clear()
+        return instance
+
+    class Sink:
+        def __init__(self) -> None:
+            self.got: list[tuple[object, object]] = []
+            self.ended = asyncio.Event()
+
+        def deliver(self, result: ExecutionResult) -> None:
+            assert isinstance(result.data, SharedData)
+            self.got.append((result.data["n"], result.data.instance))
+
+        def finish(self) -> None:
+            self.ended.set()
+
+    sink = Sink()
+    multiplexer = Multiplexer(limit=10, max_query_bytes=1000, max_tokens=100)
+    await multiplexer.attach("key", start, sink, take)
+    await asyncio.wait_for(sink.ended.wait(), 5)
+    assert sink.got == [(0, "a"), (1, "b"), (2, None), (3, "a")]

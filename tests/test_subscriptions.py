@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.bootstrap import Runtime
+from schema.multiplex import _Group
 from tests.conftest import Issuer
 from tests.support.documents import create_instance
 from tests.support.servers import serve
@@ -159,6 +160,32 @@ async def test_identical_subscriptions_share_one_execution_and_leave_nothing_beh
     for socket in [*sockets, mine]:
         await socket.close()  # the clients vanish without completing their subscriptions
     assert await eventually(lambda: hub.subscribers == 0)
+
+
+async def test_a_shared_run_tags_each_change_with_its_instance(
+    live: str, issuer: Issuer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resolver names the instance of each change on the run's context, and the group puts it on the
+    result (`SharedData.instance`): what the fan-out writer coalesces a slow member by."""
+    tags: list[object] = []
+    publish = _Group.publish
+
+    def recording(group: _Group, result: Any, instance: Any = None) -> None:
+        tags.append(instance)
+        publish(group, result, instance)
+
+    monkeypatch.setattr(_Group, "publish", recording)
+    socket = await open_transport_ws(live, issuer.token("viewer"))
+    try:
+        await socket.send(json.dumps({"id": "s", "type": "subscribe", "payload": {"query": CHANGES}}))
+        assert await eventually(lambda: runtime.services.hub.subscribers == 1)
+        instance_id = await create_instance(live, issuer, "tagged-1")
+        message = await receive(socket)
+        assert message["payload"]["data"]["instanceStatusChanges"]["instance"]["id"] == instance_id
+        assert tags
+        assert all(str(tag) == instance_id for tag in tags), tags
+    finally:
+        await socket.close()
 
 
 async def test_readiness_covers_the_watch_and_the_event_listener(live: str) -> None:
