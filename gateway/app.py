@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from gateway.asgi import GatewayApp
 from gateway.authn import IssuerUnavailable, Unauthenticated, authenticate, bearer_token, write_check
 from gateway.backchannel import backchannel_logout
 from gateway.bootstrap import Runtime, document_limits
@@ -156,7 +157,8 @@ def create_app(runtime: Runtime, *, own_runtime: bool = True, background: bool =
 
         routes.append(Route("/dev/jwks", dev_jwks, methods=["GET"]))
     routes += dashboard_routes(runtime)  # /static/…, the dashboard when on, /dev/token in dev mode
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=observability.middleware())
+    app = GatewayApp(routes=routes, lifespan=lifespan, middleware=observability.middleware())
+    app.serve_websockets("/graphql", graphql_ws, observability.middleware())  # gateway/asgi.py says why
     observability.observe(app, runtime)
     app.state.runtime = runtime
     app.state.schema = schema

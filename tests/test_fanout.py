@@ -344,6 +344,38 @@ async def test_an_idle_connection_holds_one_task_only(
             await ws.close()
 
 
+def _awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """The qualified names of the coroutines a task is suspended in, outermost first."""
+    chain: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None and hasattr(coro, "cr_code"):
+        chain.append(coro.cr_code.co_qualname)
+        coro = coro.cr_await
+    return chain
+
+
+async def test_an_idle_socket_holds_no_starlette_layer_only_the_observability_ones(
+    make_app: AppFactory, issuer: Issuer
+) -> None:
+    """gateway/asgi.py: a GraphQL websocket skips Starlette's error and exception middlewares, router and
+    route (each would stay suspended for the socket's life) but keeps the request id and the gauge."""
+    app = await make_app()
+    async with serve(app) as base:
+        before = _connection_tasks()
+        ws = await open_socket(base, issuer.token("viewer"), TRANSPORT)
+        await subscribe(ws, TRANSPORT, "1")
+        await the_group(app, members=1)
+        [task] = [t for t in _connection_tasks() - before if t.get_coro().__qualname__.endswith("run_asgi")]  # type: ignore[union-attr]
+        chain = _awaiting(task)
+        assert "RequestId.__call__" in chain, chain
+        assert "HTTPMetrics.__call__" in chain, chain
+        skipped = ("ServerErrorMiddleware", "ExceptionMiddleware", "Router", "WebSocketRoute", "wrap_app")
+        assert not [name for name in chain if name.startswith(skipped)], chain
+        metrics = app.state.observability.metrics
+        assert metrics.websockets._value.get() == 1  # the open-connection gauge still counts it
+        await ws.close()
+
+
 def test_serve_uses_the_pre_framed_protocol_unless_told_not_to(settings: Settings) -> None:
     def with_(**overrides: Any) -> Settings:
         return Settings(**{**settings.model_dump(), **overrides, "_env_file": None})
