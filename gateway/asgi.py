@@ -7,7 +7,10 @@ subscribers those frames are a tenth of the gateway's memory per socket (issue 1
 idle subscriber). So a websocket to the GraphQL path goes straight to the GraphQL websocket app, through
 only what the middlewares do for websockets: the request id in the logs and the open-connection gauge
 (the observability middlewares, applied to that app alone). None of the skipped layers acts on a
-websocket the GraphQL app serves: it handles its own errors and closes its own sockets.
+websocket the GraphQL app serves: it handles its own errors and closes its own sockets. With tracing on,
+OpenTelemetry's Starlette middleware is one of them: a GraphQL websocket gets no connection span (that
+middleware would add spans for every frame sent, at fan-out scale), while its operations keep theirs from
+the schema's OpenTelemetry extension.
 """
 
 from __future__ import annotations
