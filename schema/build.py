@@ -209,7 +209,15 @@ class GatewaySchema(strawberry.Schema):
         if self.subscription_cost is None or query is None:
             return await join()
         return await self.subscription_cost.join(
-            key, query, variable_values, operation_name, operation_extensions, context_value, shared, join
+            key,
+            query,
+            variable_values,
+            operation_name,
+            operation_extensions,
+            context_value,
+            shared,
+            join,
+            lambda: run(context_value=context_value),
         )
 
     async def attach(

@@ -6,11 +6,12 @@ as it is admitted (`GatewaySchema.stream`, on graphql-transport-ws, graphql-ws a
 estimates the document (once per share key: validated with graphql-core's rules and the gateway's own limits
 of `schema.limits`; a document the run will refuse is not charged and the run answers its errors), refuses
 it over `OPENCSP_MAX_OPERATION_COST` (COST_LIMIT_EXCEEDED) and charges the member's own budget (RATE_LIMITED
-with `retryAfter` when it is spent). A refused member gets its error as the first and only result, which the
-websocket protocols send as an `error` message and graphql-sse as a `next` with `errors`; it never joins the
-group. The group's own run is marked `Charged(report=False)`, so its `DemandControl` neither charges the
-first member twice nor puts one member's report into the payload every member shares; a member that asked
-for the estimate gets `extensions.cost` on its own first result instead.
+with `retryAfter` when it is spent). A refused member runs alone through the schema's pipeline, whose demand
+control answers the same refusal uncharged, so its error is the first and only result (and counted like any
+refusal), which the websocket protocols send as an `error` message and graphql-sse as a `next` with
+`errors`; it never joins the group. The group's own run is marked `Charged(report=False)`, so its
+`DemandControl` neither charges the first member twice nor puts one member's report into the payload every
+member shares; a member that asked for the estimate gets `extensions.cost` on its own first result instead.
 
 Strawberry's websocket handlers do not pass a subscribe payload's `extensions` to the schema:
 `requested(payload)` (gateway/websocket.py, on subscribe and start) keeps them in a context variable the
@@ -27,7 +28,6 @@ from typing import Any
 
 from graphql import GraphQLError, GraphQLSchema, specified_rules, validate
 from strawberry.types import ExecutionResult
-from strawberry.types.execution import PreExecutionError
 
 from schema.cost import Charged, Charger, charge, judge, report, wants_report
 from schema.document_cache import parse_cached
@@ -73,11 +73,18 @@ class SubscriptionCost:
         context: Any,
         shared: Any,
         join: Callable[[], Awaitable[Results]],
+        alone: Callable[[], Awaitable[Results]],
     ) -> Results:
-        """`join()` the group for a member that is admitted; else the member's refusal."""
+        """`join()` the group for a member that is admitted. A refused member runs `alone()`, its own
+        unshared run, whose demand control answers the same refusal without charging (its charge was
+        refused, marked on its context): so it is answered, counted in the operation metrics and logged
+        as any refused operation is."""
         refusal = await self.admit(key, query, variables, operation_name, context, shared)
         if refusal is not None:
-            return _refused(refusal)
+            retry_after = (refusal.extensions or {}).get("retryAfter")
+            if isinstance(retry_after, int):
+                context.cost_charged = Charged(retry_after=retry_after)
+            return await alone()  # over the cost limit: its demand control refuses it by itself
         results = await join()
         judged = self._judge(key, query, variables, operation_name)
         if judged is not None and judged[0] is not None and wants_report(extensions):
@@ -129,10 +136,6 @@ class SubscriptionCost:
         while len(self._estimates) > MAX_ESTIMATES:
             self._estimates.popitem(last=False)
         return judged
-
-
-async def _refused(error: GraphQLError) -> Results:
-    yield PreExecutionError(data=None, errors=[error])
 
 
 async def _first_reports(results: Results, cost: dict[str, int]) -> Results:

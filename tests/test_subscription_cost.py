@@ -48,6 +48,17 @@ def left(app: Starlette, sub: str) -> float:
     return budget.local._buckets[sub][0] if sub in budget.local._buckets else budget.local.capacity
 
 
+def refusals_counted(app: Starlette) -> float:
+    """Operations the metrics counted as refused before running (`outcome="request_error"`)."""
+    counter = app.state.observability.metrics.operations
+    return sum(
+        sample.value
+        for metric in counter.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["outcome"] == "request_error"
+    )
+
+
 def groups(app: Starlette) -> int:
     multiplexer = app.state.schema.multiplexer
     assert isinstance(multiplexer, Multiplexer)
@@ -97,10 +108,12 @@ async def test_every_subscriber_of_a_shared_subscription_is_charged_and_refused_
             await other.send(subscribe(protocol, "4", {"query": HEAVY}))  # same rights: same group
             await until(lambda: left(app, "bob") == 68, "another user's charge, on their own budget")
             assert groups(app) == 1  # all of them members of one run
+            counted = refusals_counted(app)
             await third.send(subscribe(protocol, "3", {"query": HEAVY}))
             error = refusal(protocol, await receive(third), "3")
             assert error["extensions"] == {"code": "RATE_LIMITED", "retryAfter": 18, "cost": COST}
             assert left(app, "alice") == 16  # refused: nothing taken
+            assert refusals_counted(app) == counted + 1  # in the operation metrics, as any refusal
             # The admitted members all receive the change; the refused one nothing more.
             instance_id = await create_instance(base, issuer, "shared-cost", role="admin", sub="admin-1")
             for socket, operation_id in ((first, "1"), (second, "2"), (other, "4")):
