@@ -52,7 +52,7 @@ def refusals_counted(app: Starlette) -> float:
     """Operations the metrics counted as refused before running (`outcome="request_error"`)."""
     counter = app.state.observability.metrics.operations
     return sum(
-        sample.value
+        float(sample.value)
         for metric in counter.collect()
         for sample in metric.samples
         if sample.name.endswith("_total") and sample.labels["outcome"] == "request_error"
