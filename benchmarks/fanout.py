@@ -67,6 +67,14 @@ def raise_fd_limit(needed: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
+def quota_env(quota: int) -> dict[str, str]:
+    """Quotas that let the benchmark's user order `quota` small instances, whatever the defaults."""
+    values = {"INSTANCES": quota, "CPU": quota, "MEMORY_MIB": quota * 4096}
+    return {
+        f"OPENCSP_QUOTA_{scope}_{name}": str(v) for scope in ("USER", "ORG") for name, v in values.items()
+    }
+
+
 @contextlib.asynccontextmanager
 async def gateway(
     directory: Path, port: int, quota: int, profile: str | None = None
@@ -77,12 +85,7 @@ async def gateway(
         "OPENCSP_LOG_LEVEL": "WARNING",
         # 10,000 sockets opened in bursts on a busy machine: an init can wait longer than the default allows.
         "OPENCSP_WEBSOCKET_INIT_TIMEOUT_SECONDS": "120",
-        "OPENCSP_QUOTA_USER_INSTANCES": str(quota),
-        "OPENCSP_QUOTA_ORG_INSTANCES": str(quota),
-        "OPENCSP_QUOTA_USER_CPU": str(quota),
-        "OPENCSP_QUOTA_ORG_CPU": str(quota),
-        "OPENCSP_QUOTA_USER_MEMORY_MIB": str(quota * 4096),
-        "OPENCSP_QUOTA_ORG_MEMORY_MIB": str(quota * 4096),
+        **quota_env(quota),
     }
     # --profile: the worker under cProfile (slower; for where the time goes, not for the figures).
     profiled = (sys.executable, "-m", "cProfile", "-o", profile) if profile else ()

@@ -136,9 +136,7 @@ async def serve(
         "OPENCSP_SEMAPHORE_TEMPLATE_ID": str(SEMAPHORE_TEMPLATE),
         "OPENCSP_WEBHOOK_SECRET": "bench-webhook-secret-of-at-least-32-bytes",
         "OPENCSP_WEBSOCKET_INIT_TIMEOUT_SECONDS": "120",  # as benchmarks.fanout: bursts of opens
-        **{f"OPENCSP_QUOTA_{scope}_INSTANCES": str(quota) for scope in ("USER", "ORG")},
-        **{f"OPENCSP_QUOTA_{scope}_CPU": str(quota) for scope in ("USER", "ORG")},
-        **{f"OPENCSP_QUOTA_{scope}_MEMORY_MIB": str(quota * 4096) for scope in ("USER", "ORG")},
+        **fanout.quota_env(quota),
     }
     async with support.child_process(
         str(fanout.GATEWAY),
