@@ -57,6 +57,11 @@ class SharedData(dict[str, Any]):
         self.payload_json = orjson.dumps(payload).decode()
 
 
+def _instance_of(result: object) -> Hashable | None:
+    data = getattr(result, "data", None)
+    return data.instance if isinstance(data, SharedData) else None
+
+
 def shared(result: ExecutionResult, instance: Hashable | None = None) -> ExecutionResult:
     if result.data is None:
         return result
@@ -128,8 +133,14 @@ class _Member:
     done: bool = False
 
     def put(self, result: ExecutionResult) -> None:
+        """As the hub's mailboxes and the websocket members' held frames: at the limit, older results of
+        this result's instance give way to it; still at the limit, the member is closed with the reason."""
         if self.done:
             return
+        if len(self.queue) >= self.limit:
+            instance = _instance_of(result)
+            if instance is not None:
+                self.queue = deque(r for r in self.queue if _instance_of(r) != instance)
         if len(self.queue) >= self.limit:
             self.queue.clear()
             self.queue.append(closed_result(fell_behind(self.limit)))

@@ -70,6 +70,39 @@ async def test_a_member_that_falls_behind_is_closed_and_the_others_go_on() -> No
     assert multiplexer.groups == 0
 
 
+async def test_a_queued_member_at_its_limit_keeps_the_newest_change_per_instance() -> None:
+    """The queue path (graphql-sse's members) as the hub's mailboxes: at the limit, older results of the
+    new result's instance give way to it, in order; still at the limit, the member is closed."""
+    source = Source()
+    tags = ["a", "b", "a", "a", "b", "c"]
+    fed: list[int] = []
+    multiplexer = Multiplexer(limit=2, max_query_bytes=1000, max_tokens=100)
+
+    async def feed(n: int) -> None:
+        fed.append(n)
+        await source.feed.put(n)
+
+    def tag() -> str:
+        return tags[fed[-1]]
+
+    coalesced = await multiplexer.join("key", source.start, tag)
+    closed = await multiplexer.join("key", source.start, tag)
+    fast = await multiplexer.join("key", source.start, tag)
+    for n in range(5):
+        await feed(n)
+        assert (await anext(fast)).data == {"n": n}
+    # a0 b1, then a2 replaces a0, a3 replaces a2, b4 replaces b1: the newest of each, in order.
+    assert [(await anext(coalesced)).data, (await anext(coalesced)).data] == [{"n": 3}, {"n": 4}]
+    await feed(5)  # c5: a third instance while two wait, nothing to give way: closed
+    assert (await anext(fast)).data == {"n": 5}
+    assert (await anext(coalesced)).data == {"n": 5}  # it read meanwhile: room again
+    ended = await anext(closed)
+    assert ended.errors is not None
+    assert ended.errors[0].extensions == {"code": SUBSCRIPTION_CLOSED}
+    for member in (coalesced, closed, fast):
+        await member.aclose()
+
+
 async def test_only_subscriptions_within_the_limits_are_shared() -> None:
     def shared(query: str, name: str | None = None, max_bytes: int = 1000, max_tokens: int = 100) -> bool:
         return is_subscription(query, name, max_bytes=max_bytes, max_tokens=max_tokens)
