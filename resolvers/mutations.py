@@ -116,4 +116,5 @@ async def sync_instances(info: strawberry.Info[Context, None]) -> SyncReport:
         objects_without_rows=report.objects_without_rows,
         rows_without_objects=[strawberry.ID(str(i)) for i in report.rows_without_objects],
         transitions=report.transitions,
+        labels_repaired=report.labels_repaired,
     )

@@ -579,6 +579,10 @@ class SyncReport:
         description="Live instances whose Terraform object is missing."
     )
     transitions: int = strawberry.field(description="Instances whose state the sync corrected.")
+    labels_repaired: int = strawberry.field(
+        description="Terraform objects whose copy of their instance's labels had been edited in the cluster, "
+        "given the instance's labels back."
+    )
 
 
 @strawberry.type

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.auth.principal import Principal
 from services.catalog import Catalog
@@ -15,7 +16,7 @@ from services.instances.actions import Actions
 from services.instances.configuration import Configuration
 from services.instances.policy import CreateRequest, UserError, labels_errors, validate_create
 from services.instances.ports import Cluster
-from services.instances.provisioning import Provisioning
+from services.instances.provisioning import Provisioning, label_patch
 from services.instances.reasons import CONFIGURATION_REASONS, DELETE_REQUESTED, RETRY_REQUESTED
 from services.instances.records import InstanceRecord
 from services.instances.states import (
@@ -61,6 +62,7 @@ class SyncReport:
     objects_without_rows: list[str]
     rows_without_objects: list[uuid.UUID]
     transitions: int
+    labels_repaired: int = 0  # objects whose copy of the instance's labels had drifted
 
 
 class Lifecycle:
@@ -264,7 +266,29 @@ class Lifecycle:
         await self.reconcile()
         after = {str(record.id): record.version for record in await self.store.live()}
         changed = sum(1 for key, version in before.items() if after.get(key, version + 1) != version)
-        return SyncReport(objects_without_rows=orphans, rows_without_objects=missing, transitions=changed)
+        repaired = await self._repair_labels(items, rows)
+        return SyncReport(
+            objects_without_rows=orphans,
+            rows_without_objects=missing,
+            transitions=changed,
+            labels_repaired=repaired,
+        )
+
+    async def _repair_labels(self, items: list[dict[str, Any]], rows: dict[str, InstanceRecord]) -> int:
+        """Objects whose copy of the labels was edited behind the gateway's back (`label.opencsp.io/*`
+        added, changed or removed in the cluster) get the database's labels back: the database is the
+        truth that filters read."""
+        owned = [(obj, rows[key]) for obj in items if (key := instance_id_of(obj) or "") in rows]
+        labels = await self.store.labels_of([record.id for _, record in owned])
+        repaired = 0
+        for obj, record in owned:
+            if record.status is InstanceStatus.DELETING or not label_patch(obj, labels[record.id]):
+                continue
+            try:
+                repaired += await self.provisioning.relabel(record, labels[record.id], obj)
+            except ClusterError as error:
+                logger.warning("repairing the labels of %s: %s", record.id, error)
+        return repaired
 
     async def run(self) -> None:
         """The background work of one process: the cluster watch and the periodic reconcile. Supervised:

@@ -135,20 +135,20 @@ class Provisioning:
         if await self._cluster.get(namespace, name) is None:
             await self.object_gone(record)
 
-    async def relabel(self, record: InstanceRecord, labels: Mapping[str, str]) -> None:
+    async def relabel(
+        self, record: InstanceRecord, labels: Mapping[str, str], obj: dict[str, Any] | None = None
+    ) -> bool:
         """Make the object's copy of the user's labels `labels`, with one merge patch against what the
-        object carries now (so an earlier patch that failed is repaired too). No object yet: nothing to
-        do, `ensure_object` reads the labels when it creates one."""
-        obj = await self.fetch(record)
+        object carries now (`obj`, else read now; so an earlier patch that failed, or an edit made behind
+        the gateway's back, is repaired too). No object yet: nothing to do, `ensure_object` reads the
+        labels when it creates one. Whether it patched."""
+        obj = obj if obj is not None else await self.fetch(record)
         if obj is None:
-            return
-        carried = (obj.get("metadata") or {}).get("labels") or {}
-        old = {k: v for k, v in carried.items() if isinstance(k, str) and k.startswith(OBJECT_LABEL_PREFIX)}
-        new = object_labels(labels)
-        patch: dict[str, str | None] = {key: None for key in old.keys() - new.keys()}
-        patch |= {key: value for key, value in new.items() if old.get(key) != value}
+            return False
+        patch = label_patch(obj, labels)
         if patch:
             await self._cluster.patch_labels(self._namespace_of(record), self._name_of(record), patch)
+        return bool(patch)
 
     async def request_reconcile(self, record: InstanceRecord) -> None:
         await self._cluster.request_reconcile(self._namespace_of(record), self._name_of(record))
@@ -311,3 +311,13 @@ class Provisioning:
 
     def _name_of(self, record: InstanceRecord) -> str:
         return record.terraform_name or terraform_object_name(record.id)
+
+
+def label_patch(obj: dict[str, Any], labels: Mapping[str, str]) -> dict[str, str | None]:
+    """The merge patch that makes `obj`'s copy of the user's labels `labels` (empty: it already is)."""
+    carried = (obj.get("metadata") or {}).get("labels") or {}
+    old = {k: v for k, v in carried.items() if isinstance(k, str) and k.startswith(OBJECT_LABEL_PREFIX)}
+    new = object_labels(labels)
+    patch: dict[str, str | None] = {key: None for key in old.keys() - new.keys()}
+    patch |= {key: value for key, value in new.items() if old.get(key) != value}
+    return patch

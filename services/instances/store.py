@@ -554,6 +554,19 @@ class InstanceStore:
         async with self._engine.connect() as connection:
             return {key: value for key, value in (await connection.execute(query)).all()}
 
+    async def labels_of(self, instance_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
+        """Unscoped, as `labels`, for many instances: one query per 500 ids."""
+        found: dict[uuid.UUID, dict[str, str]] = {instance_id: {} for instance_id in instance_ids}
+        ids = list(found)
+        async with self._engine.connect() as connection:
+            for start in range(0, len(ids), 500):
+                query = select(
+                    InstanceLabelRow.instance_id, InstanceLabelRow.key, InstanceLabelRow.value
+                ).where(InstanceLabelRow.instance_id.in_(ids[start : start + 500]))
+                for instance_id, key, value in (await connection.execute(query)).all():
+                    found[instance_id][key] = value
+        return found
+
     async def replace_labels(
         self, instance_id: uuid.UUID, labels: Mapping[str, str], *, expected_version: int
     ) -> InstanceRecord | None:
