@@ -16,7 +16,7 @@ from services.instances.actions import Actions
 from services.instances.configuration import Configuration
 from services.instances.policy import CreateRequest, UserError, labels_errors, validate_create
 from services.instances.ports import Cluster
-from services.instances.provisioning import Provisioning, label_patch
+from services.instances.provisioning import Provisioning
 from services.instances.reasons import CONFIGURATION_REASONS, DELETE_REQUESTED, RETRY_REQUESTED
 from services.instances.records import InstanceRecord
 from services.instances.states import (
@@ -282,9 +282,9 @@ class Lifecycle:
         labels = await self.store.labels_of([record.id for _, record in owned])
         repaired = 0
         for obj, record in owned:
-            if record.status is InstanceStatus.DELETING or not label_patch(obj, labels[record.id]):
+            if record.status is InstanceStatus.DELETING:
                 continue
-            try:
+            try:  # no I/O when the object's copy is right
                 repaired += await self.provisioning.relabel(record, labels[record.id], obj)
             except ClusterError as error:
                 logger.warning("repairing the labels of %s: %s", record.id, error)

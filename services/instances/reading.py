@@ -66,6 +66,13 @@ def narrow_row(columns: tuple[str, ...]) -> type[tuple[Any, ...]]:
     return row
 
 
+def labels_query(instance_ids: Sequence[uuid.UUID]) -> Select[uuid.UUID, str, str]:
+    """(instance id, key, value) of every label of these instances."""
+    return select(InstanceLabelRow.instance_id, InstanceLabelRow.key, InstanceLabelRow.value).where(
+        InstanceLabelRow.instance_id.in_(set(instance_ids))
+    )
+
+
 def narrow_columns(wanted: Sequence[str]) -> tuple[str, ...]:
     """The columns a narrow page of `wanted` selects, in a stable order; raises KeyError for a name that
     is not a column of `instances`."""
@@ -156,11 +163,8 @@ class InstanceReader:
         result: dict[uuid.UUID, dict[str, str]] = {i: {} for i in instance_ids}
         if not instance_ids:
             return result
-        query = select(InstanceLabelRow.instance_id, InstanceLabelRow.key, InstanceLabelRow.value).where(
-            InstanceLabelRow.instance_id.in_(set(instance_ids))
-        )
         async with self._sessions() as session:
-            for instance_id, key, value in (await session.execute(query)).all():
+            for instance_id, key, value in (await session.execute(labels_query(instance_ids))).all():
                 result[instance_id][key] = value
         return result
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.db.engine import serialized_transaction
 from services.db.models import InstanceEventRow, InstanceLabelRow, InstanceRow, utcnow
 from services.instances.ports import EventPublisher
-from services.instances.reading import INSTANCE_COLUMNS
+from services.instances.reading import INSTANCE_COLUMNS, labels_query
 from services.instances.records import InstanceRecord, StatusChanged
 from services.instances.states import (
     INSTANCE_BUSY,
@@ -548,11 +548,7 @@ class InstanceStore:
 
     async def labels(self, instance_id: uuid.UUID) -> dict[str, str]:
         """Unscoped, like `get`: the labels the lifecycle copies onto the Terraform object."""
-        query = select(InstanceLabelRow.key, InstanceLabelRow.value).where(
-            InstanceLabelRow.instance_id == instance_id
-        )
-        async with self._engine.connect() as connection:
-            return {key: value for key, value in (await connection.execute(query)).all()}
+        return (await self.labels_of([instance_id]))[instance_id]
 
     async def labels_of(self, instance_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
         """Unscoped, as `labels`, for many instances: one query per 500 ids."""
@@ -560,10 +556,9 @@ class InstanceStore:
         ids = list(found)
         async with self._engine.connect() as connection:
             for start in range(0, len(ids), 500):
-                query = select(
-                    InstanceLabelRow.instance_id, InstanceLabelRow.key, InstanceLabelRow.value
-                ).where(InstanceLabelRow.instance_id.in_(ids[start : start + 500]))
-                for instance_id, key, value in (await connection.execute(query)).all():
+                for instance_id, key, value in await connection.execute(
+                    labels_query(ids[start : start + 500])
+                ):
                     found[instance_id][key] = value
         return found
 
